@@ -1,0 +1,3 @@
+from gasp.cli import main
+
+raise SystemExit(main())
