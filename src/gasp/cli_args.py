@@ -47,6 +47,20 @@ def _converter(tp: Any):
     return str, None
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _MISSING
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) if value else "none"
+    return str(value)
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -56,8 +70,16 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
             add_dataclass_arguments(parser, _base_type(tp), prefix=prefix + f.name.replace("_", "-") + ".")
             continue
         conv, nargs = _converter(tp)
-        kwargs: dict[str, Any] = {"type": conv, "default": _MISSING, "dest": (prefix + f.name).replace("-", "_"),
-                                  "help": f.metadata.get("help", "")}
+        help_text = f.metadata.get("help", "")
+        default = _field_default(f)
+        if default is not _MISSING:
+            help_text = f"{help_text} (default: {_show(default)})".strip()
+        kwargs: dict[str, Any] = {
+            "type": conv,
+            "default": _MISSING,
+            "dest": (prefix + f.name).replace("-", "_"),
+            "help": help_text,
+        }
         if nargs:
             kwargs["nargs"] = nargs
         parser.add_argument(flag, **kwargs)
