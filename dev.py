@@ -23,6 +23,7 @@ VENV = Path(os.environ.get("GASP_VENV", ROOT / ".venv"))
 # A CPU build of torch is what the quick start needs; where a local wheel of this version is on the
 # pip find-links path it is taken from there, otherwise from PyPI.
 TORCH_PIN = os.environ.get("GASP_TORCH", "torch==2.13.0")
+LMMS_PIN = "lmms-eval==0.7.3"
 
 
 def _bin(name: str) -> Path:
@@ -39,7 +40,7 @@ def ensure_env() -> None:
     if sys.version_info < (3, 10):
         sys.exit(f"gasp needs Python 3.10 or newer, this is {sys.version.split()[0]}")
     stamp = VENV / ".gasp-install-stamp"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_PIN.encode()).hexdigest()
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (TORCH_PIN + LMMS_PIN).encode()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == want and _bin("gasp").exists():
         return
     if not _bin("python").exists():
@@ -50,7 +51,10 @@ def ensure_env() -> None:
     probe = subprocess.run([py, "-c", "import torch"], capture_output=True)
     if probe.returncode != 0:
         _run(pip + [TORCH_PIN])
-    _run(pip + ["-e", f"{ROOT}[dev]"])
+    _run(pip + ["-e", f"{ROOT}[dev,lmms-test]"])
+    # lmms-eval's declared requirements include torchvision/timm (a CUDA torch); the plugin tests need
+    # only its registry and task loader, so it is installed without them.
+    _run(pip + ["--no-deps", LMMS_PIN])
     stamp.write_text(want)
 
 
