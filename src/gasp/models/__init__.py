@@ -1,0 +1,28 @@
+"""VLM adapters (one per family), their registry and model presets."""
+
+from gasp.models import internvl, llava, qwen, smolvlm  # noqa: F401  (register the families)
+from gasp.models.base import (
+    ADAPTERS,
+    IGNORE_INDEX,
+    QK,
+    AdapterBatch,
+    VLMAdapter,
+    adapter_class,
+    family_for_model_type,
+    load_adapter,
+)
+from gasp.models.presets import PRESETS, Preset, from_preset
+
+__all__ = [
+    "ADAPTERS",
+    "IGNORE_INDEX",
+    "PRESETS",
+    "QK",
+    "AdapterBatch",
+    "Preset",
+    "VLMAdapter",
+    "adapter_class",
+    "family_for_model_type",
+    "from_preset",
+    "load_adapter",
+]
