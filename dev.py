@@ -40,7 +40,9 @@ def ensure_env() -> None:
     if sys.version_info < (3, 10):
         sys.exit(f"gasp needs Python 3.10 or newer, this is {sys.version.split()[0]}")
     stamp = VENV / ".gasp-install-stamp"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (TORCH_PIN + LMMS_PIN).encode()).hexdigest()
+    want = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + (TORCH_PIN + LMMS_PIN).encode()
+    ).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == want and _bin("gasp").exists():
         return
     if not _bin("python").exists():
