@@ -37,7 +37,7 @@ def _run(cmd: list[str]) -> None:
 
 
 def ensure_env() -> None:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036  (dev.py may be run by an older system Python)
         sys.exit(f"gasp needs Python 3.10 or newer, this is {sys.version.split()[0]}")
     stamp = VENV / ".gasp-install-stamp"
     want = hashlib.sha256(

@@ -1,4 +1,4 @@
-"""Synthetic rooms: determinism, exact depth, camera paths, view-independent textures, captions, and caption."""
+"""Synthetic rooms: determinism, exact depth, camera paths, view-independent textures, captions."""
 
 
 import numpy as np
