@@ -1,0 +1,91 @@
+"""Export a trained run as a plain Hugging Face checkpoint: LoRA merged, heads dropped.
+
+The result has exactly the base architecture (same class, parameter names and count) and is loaded by
+stock transformers, e.g. ``AutoModelForImageTextToText.from_pretrained(OUT)``: GASP adds nothing at
+inference. Weights are saved as safetensors next to the config and the tokenizer/processor files.
+
+Examples:
+  gasp export --checkpoint runs/x --output-dir runs/x-export            # newest checkpoint of a run
+  gasp export --checkpoint runs/x/checkpoints/step-0000020 --output-dir out
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from gasp.errors import BadInputError, ConfigError
+from gasp.training.checkpoint import read_state, resolve_checkpoint
+
+
+def _base_model(ckpt: Path, state: dict) -> str:
+    """The base model of a checkpoint: as recorded, else the run's ``base/`` folder (run moved)."""
+    ref = str(state.get("base_model", ""))
+    if ref and (Path(ref).exists() or not ref.startswith("/")):
+        return ref
+    local = ckpt.parent.parent / "base"
+    if (local / "config.json").is_file():
+        return str(local)
+    raise BadInputError(f"{ckpt}: base model {ref!r} not found (and no {local})")
+
+
+def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Merge the LoRA of ``checkpoint`` into its base model and save it to ``output_dir``.
+
+    Args:
+        checkpoint: a checkpoint folder or a run folder (its newest checkpoint).
+        output_dir: destination (written to ``OUTPUT.tmp`` then renamed).
+        overwrite: replace an existing non-empty ``output_dir``.
+
+    Returns:
+        The output folder.
+
+    Raises:
+        BadInputError: no checkpoint / base model; the merged model's parameters differ from the base's.
+        ConfigError: ``output_dir`` exists and ``overwrite`` is False.
+    """
+    from peft import PeftModel
+
+    from gasp.models import load_adapter
+
+    out = Path(output_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--output-dir {out} exists and is not empty; pass --overwrite to replace it")
+    ckpt = resolve_checkpoint(checkpoint)
+    state = read_state(ckpt)
+    adapter = load_adapter(_base_model(ckpt, state))
+    base_shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
+    if not (ckpt / "adapter" / "adapter_config.json").is_file():
+        raise BadInputError(f"{ckpt / 'adapter'}: missing LoRA adapter files")
+    peft_model = PeftModel.from_pretrained(adapter.model, str(ckpt / "adapter"))
+    adapter.model = peft_model.merge_and_unload()
+    merged_shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
+    if merged_shapes != base_shapes:
+        extra = sorted(set(merged_shapes) - set(base_shapes))[:3]
+        missing = sorted(set(base_shapes) - set(merged_shapes))[:3]
+        raise BadInputError(f"{ckpt}: merged model differs from the base (extra {extra}, missing {missing})")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    adapter.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint folder, or a run folder (its newest checkpoint is used)",
+    )
+    parser.add_argument("--output-dir", required=True, help="where to write the merged HF checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = export(args.checkpoint, args.output_dir, overwrite=args.overwrite)
+    print(f"exported {resolve_checkpoint(args.checkpoint)} -> {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Private pieces of ``gasp train``: the objective, the data stream and checkpoints."""

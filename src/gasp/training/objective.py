@@ -1,0 +1,147 @@
+"""The GASP training objective: one forward gives the LM loss and every layer's geometric losses.
+
+Memory: hooks only gather each supervised layer's visual tokens ``(B, F, N, d)``. After the model
+forward, every layer's head + losses run under ``torch.utils.checkpoint`` (non-reentrant), so the
+graph keeps only the gathered tokens per layer; the ``(F-1) x N x N`` similarity matrices of one layer
+are rebuilt in backward and freed before the next layer's, never ``layers x tokens^2`` at once.
+
+Reductions (chosen so the loss does not depend on how a global batch is split over processes):
+each sequence weighs the same. LM: per-sequence mean over answer tokens, then mean over sequences.
+Geometry: per-sequence mean over valid (anchor token, target frame) pairs, mean over sequences that
+have any, then mean over supervised layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from gasp import constants as C
+from gasp.losses import geometric_losses, mean_over_valid
+from gasp.models.base import IGNORE_INDEX
+from gasp.models.heads import CorrespondenceHead, CorrespondenceHeads, capture_visual_tokens
+
+
+def lm_loss_per_sequence(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross entropy averaged per sequence.
+
+    Args:
+        logits: ``(B, L, V)``.
+        labels: ``(B, L)`` with ``IGNORE_INDEX`` on unsupervised tokens.
+
+    Returns:
+        ``(loss (B,), num_tokens (B,))``; loss is 0 where a sequence has no supervised token.
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    tok = F.cross_entropy(
+        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    count = (shift_labels != IGNORE_INDEX).sum(1)
+    return tok.sum(1) / count.clamp(min=1), count
+
+
+def _layer_losses(
+    head: CorrespondenceHead, tokens: torch.Tensor, targets: dict[str, torch.Tensor], tau: float, eps: float
+) -> tuple[torch.Tensor, ...]:
+    emb = head(tokens)
+    device_type = tokens.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        out = geometric_losses(
+            emb.float(),
+            targets[C.MATCH_INDEX],
+            targets[C.MATCH_VALID],
+            targets[C.MATCH_DEPTH],
+            targets[C.TOKEN_DEPTH],
+            tau=tau,
+            eps=eps,
+        )
+    return out.corr, out.depth, out.corr_count, out.depth_count
+
+
+class GaspObjective(nn.Module):
+    """The VLM (with LoRA) plus its correspondence heads; ``forward`` returns ``(loss, logs)``.
+
+    Args:
+        model: the HF VLM (already LoRA-injected).
+        attention_inputs: per decoder layer, the module whose output the attention reads.
+        heads: the correspondence heads, or None for language-only training.
+        tau, depth_eps: loss hyper-parameters.
+        lambda_corr, lambda_depth: loss weights (0 switches a term off).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        attention_inputs: list[nn.Module],
+        heads: CorrespondenceHeads | None,
+        tau: float,
+        depth_eps: float,
+        lambda_corr: float,
+        lambda_depth: float,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.heads = heads
+        self._attention_inputs = list(attention_inputs)  # plain list: not registered twice
+        self.tau, self.depth_eps = tau, depth_eps
+        self.lambda_corr, self.lambda_depth = lambda_corr, lambda_depth
+
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        visual_positions: torch.Tensor,
+        targets: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One training forward.
+
+        Args:
+            inputs: ``AdapterBatch.inputs`` including ``labels``.
+            visual_positions: ``(B, F, gh, gw)``.
+            targets: ``match_index``, ``match_valid``, ``match_depth`` ``(B, F, N)`` and
+                ``token_depth`` ``(B, F, N)``; None for a language-only batch.
+
+        Returns:
+            ``(total loss, logs)``; logs hold detached scalars: ``lm``, ``corr``, ``depth`` and
+            ``corr/layer_XX``, ``depth/layer_XX``.
+        """
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        geometric = targets is not None and self.heads is not None
+        modules = {i: self._attention_inputs[i] for i in self.heads.layers} if geometric else {}
+        ctx = capture_visual_tokens(modules, visual_positions) if geometric else contextlib.nullcontext({})
+        with ctx as captured:
+            logits = self.model(**inputs).logits
+        lm_per_seq, lm_count = lm_loss_per_sequence(logits, labels)
+        lm = mean_over_valid(lm_per_seq, lm_count)
+        logs: dict[str, torch.Tensor] = {"lm": lm.detach()}
+        total = lm
+        if not geometric:
+            return total, logs
+        corr_layers, depth_layers = [], []
+        for layer in self.heads.layers:
+            corr_b, depth_b, cc, dc = checkpoint(
+                _layer_losses,
+                self.heads[layer],
+                captured[layer],
+                targets,
+                self.tau,
+                self.depth_eps,
+                use_reentrant=False,
+            )
+            corr_layers.append(mean_over_valid(corr_b, cc))
+            depth_layers.append(mean_over_valid(depth_b, dc))
+            logs[f"corr/layer_{layer:02d}"] = corr_layers[-1].detach()
+            logs[f"depth/layer_{layer:02d}"] = depth_layers[-1].detach()
+        corr = torch.stack(corr_layers).mean()
+        depth = torch.stack(depth_layers).mean()
+        logs["corr"], logs["depth"] = corr.detach(), depth.detach()
+        if self.lambda_corr:
+            total = total + self.lambda_corr * corr
+        if self.lambda_depth:
+            total = total + self.lambda_depth * depth
+        return total, logs

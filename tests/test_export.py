@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+from test_train_helpers import debug_config, prepare_tiny
+
+from gasp.errors import BadInputError, ConfigError
+from gasp.export import export
+from gasp.train import train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = prepare_tiny(root / "data", sequences=2, max_frames=3)
+    cfg = debug_config(data, root / "run", max_steps=2, lr=2e-2, lm_fraction=0.0)
+    train(cfg)
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_export_round_trip(run_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from gasp.models import load_adapter
+
+    out = export(run_dir, tmp_path / "export")
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert (out / "tokenizer.json").is_file() or (out / "tokenizer_config.json").is_file()
+    exported = AutoModelForImageTextToText.from_pretrained(str(out)).eval()
+    base = AutoModelForImageTextToText.from_pretrained(str(run_dir / "base")).eval()
+    assert type(exported) is type(base)
+    names = dict(exported.named_parameters())
+    base_names = dict(base.named_parameters())
+    assert list(names) == list(base_names)
+    assert sum(p.numel() for p in names.values()) == sum(p.numel() for p in base_names.values())
+    changed = [n for n in names if not torch.equal(names[n], base_names[n])]
+    assert changed and all(".layers." in n and "visual" not in n for n in changed)  # LoRA merged, LLM only
+
+    # Same greedy tokens as the trained model without heads (base + unmerged LoRA).
+    trained = load_adapter(run_dir / "base")
+    ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
+    trained.model = PeftModel.from_pretrained(trained.model, str(ckpt / "adapter")).eval()
+    plain = load_adapter(out)
+    assert type(plain.model) is type(exported)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    prompts = ["Describe the scene.", "What is on the left?"]
+    batch = plain.build_inputs(frames, prompts, padding_side="left")
+    with torch.no_grad():
+        a = plain.model.generate(**batch.inputs, max_new_tokens=8, do_sample=False)
+        b = trained.model.generate(**batch.inputs, max_new_tokens=8, do_sample=False)
+        logits_a = plain.model(**batch.inputs).logits
+        logits_b = trained.model(**batch.inputs).logits
+    assert torch.equal(a, b)
+    assert torch.allclose(logits_a, logits_b, atol=1e-4)
+
+
+def test_export_errors(run_dir, tmp_path):
+    with pytest.raises(BadInputError, match="no checkpoint"):
+        export(tmp_path, tmp_path / "x")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "f").write_text("x")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        export(run_dir, tmp_path / "busy")
