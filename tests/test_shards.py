@@ -156,8 +156,12 @@ def test_unfinished_preparation_is_refused_unless_allowed(tmp_path):
 def test_corrupt_member_is_reported_with_shard_and_member(tmp_path):
     write_dataset(tmp_path, [1])
     path = tmp_path / shard_name(0)
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        start = tar.getmembers()[0].offset_data + 100
     data = bytearray(path.read_bytes())
-    data[600:700] = b"\0" * 100  # inside the npz of the only member
+    data[start : start + 100] = b"\0" * 100  # inside the npz of the only member
     path.write_bytes(bytes(data))
     with pytest.raises(BadInputError, match=r"shard-00000.tar:seq-0000.npz"):
         list(ShardReader(tmp_path))
@@ -222,3 +226,38 @@ def test_torch_dataset_splits_across_dataloader_workers_and_ranks(tmp_path):
 
 def test_distributed_rank_defaults_to_single_process():
     assert shards.distributed_rank() == (0, 1)
+
+
+def test_decode_predicate_skips_members_but_reports_their_frame_counts(tmp_path, monkeypatch):
+    seqs = write_dataset(tmp_path, [3, 2])
+    decoded = []
+    real = shards.decode_sequence
+    monkeypatch.setattr(
+        shards, "decode_sequence", lambda data, where="": decoded.append(where) or real(data, where)
+    )
+    got = list(ShardReader(tmp_path).iter(decode=lambda pos: pos % 2 == 1))
+    assert len(got) == len(seqs) == 5
+    for pos, (item, seq) in enumerate(zip(got, seqs)):
+        if pos % 2 == 1:
+            assert_same(item, seq)
+        else:
+            assert isinstance(item, shards.SequenceHeader)
+            assert item.num_frames == seq[C.FRAMES].shape[0] and item.name == f"{seq[C.SEQUENCE_ID]}.npz"
+    assert len(decoded) == 2  # only the selected members were decoded
+
+
+def test_training_stream_splits_each_global_batch_without_decoding_the_rest(tmp_path):
+    from gasp.training.data import SequenceStream
+
+    seqs = write_dataset(tmp_path, [3, 4])
+    single = SequenceStream(str(tmp_path), batch_size=4, seed=0)
+    ranks = [SequenceStream(str(tmp_path), batch_size=2, seed=0, rank=r, world_size=2) for r in range(2)]
+    ids = {s[C.SEQUENCE_ID] for s in seqs}
+    for _ in range(5):  # crosses an epoch boundary (7 sequences, 4 per global batch)
+        whole, frames = single.next_batch()
+        parts = [r.next_batch() for r in ranks]
+        assert [s[C.SEQUENCE_ID] for s in whole] == [s[C.SEQUENCE_ID] for p, _ in parts for s in p]
+        assert all(len(p) == 2 for p, _ in parts)
+        assert frames == min(int(s[C.FRAMES].shape[0]) for s in whole) == parts[0][1] == parts[1][1]
+        assert {s[C.SEQUENCE_ID] for s in whole} <= ids
+    assert single.consumed == ranks[0].consumed == ranks[1].consumed == 20

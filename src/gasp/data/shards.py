@@ -5,7 +5,8 @@ A prepared data set is a folder::
     OUT/manifest.json       {"format": "gasp-shards", "version": 1, "grid": [gh, gw], "image_size": [H, W],
                              "shards": [{"file": "shard-00000.tar", "num_sequences": n, ...}, ...],
                              "complete": bool, "summary": {...}, "config": {...}}
-    OUT/shard-XXXXX.tar     one member "<sequence_id>.npz" per sequence (keys: gasp.constants names)
+    OUT/shard-XXXXX.tar     one member "<sequence_id>.npz" per sequence (keys: gasp.constants names);
+                            each member's PAX header "gasp.num_frames" holds its frame count
 
 Writers build ``shard-XXXXX.tar.tmp`` and ``os.replace`` it onto its final name, so a shard that exists
 under its final name is always whole; the manifest is rewritten the same way after every finished shard
@@ -15,11 +16,14 @@ gives identical shards.
 
 Readers stream one sequence at a time (one tar member in memory), split the shards across
 ``(rank, world_size)`` and then across data-loader workers, and can resume a rank's stream after its
-first ``start`` sequences without opening the shards they came from.
+first ``start`` sequences without opening the shards they came from. A ``decode`` predicate lets a
+process decode only its own positions of a shared stream: other members are skipped by seeking past
+them, and only their header (:class:`SequenceHeader`, with the frame count) is yielded.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -40,6 +44,7 @@ from gasp.errors import BadInputError, ConfigError
 FORMAT = "gasp-shards"
 VERSION = 1
 MANIFEST = "manifest.json"
+NUM_FRAMES_HEADER = "gasp.num_frames"  # PAX header of every member: the sequence's frame count
 
 # Every key a prepared sequence carries; readers reject members that lack one.
 SEQUENCE_KEYS: tuple[str, ...] = (
@@ -149,7 +154,7 @@ class ShardFileWriter:
 
     def __enter__(self) -> ShardFileWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)
         return self
 
     def add(self, sequence: Mapping[str, Any]) -> None:
@@ -164,6 +169,7 @@ class ShardFileWriter:
         info.size = len(data)
         info.mtime = 0
         info.mode = 0o644
+        info.pax_headers = {NUM_FRAMES_HEADER: str(int(np.asarray(sequence[C.FRAMES]).shape[0]))}
         self._tar.addfile(info, io.BytesIO(data))
         self.num_sequences += 1
 
@@ -304,19 +310,55 @@ def read_manifest(root: str | Path, check_files: bool = True) -> dict[str, Any]:
     return manifest
 
 
-def iter_shard(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream the sequences of one shard file, one decoded member at a time."""
+class SequenceHeader:
+    """A stream position that was not decoded (see ``decode`` of :meth:`ShardReader.iter`)."""
+
+    __slots__ = ("name", "num_frames")
+
+    def __init__(self, name: str, num_frames: int):
+        self.name = name
+        self.num_frames = num_frames
+
+    def __repr__(self) -> str:
+        return f"SequenceHeader({self.name!r}, num_frames={self.num_frames})"
+
+
+def iter_shard(
+    path: str | Path, decode: Callable[[int], bool] | None = None
+) -> Iterator[dict[str, Any] | SequenceHeader]:
+    """Stream the sequences of one shard file, one decoded member at a time.
+
+    Args:
+        path: the shard file.
+        decode: optional predicate on the member's index in the shard; members it rejects are
+            skipped by seeking past their data and yielded as :class:`SequenceHeader`.
+    """
     path = Path(path)
     try:
-        with tarfile.open(path, "r|") as tar:
+        with tarfile.open(path, "r|" if decode is None else "r:") as tar:
+            j = 0
             for member in tar:
                 if not member.isfile():
                     continue
-                fh = tar.extractfile(member)
-                assert fh is not None
-                yield decode_sequence(fh.read(), where=f"{path}:{member.name}")
+                if decode is not None and not decode(j):
+                    frames = member.pax_headers.get(NUM_FRAMES_HEADER)
+                    if frames is None:  # a shard written before the header existed
+                        fh = tar.extractfile(member)
+                        assert fh is not None
+                        frames = decode_sequence(fh.read(), where=f"{path}:{member.name}")[C.FRAMES].shape[0]
+                    yield SequenceHeader(member.name, int(frames))
+                else:
+                    fh = tar.extractfile(member)
+                    assert fh is not None
+                    yield decode_sequence(fh.read(), where=f"{path}:{member.name}")
+                j += 1
     except tarfile.TarError as exc:
         raise BadInputError(f"{path}: not a readable tar file ({exc})") from exc
+
+
+def _decode_member(j: int, *, skip: int, first: int, decode: Callable[[int], bool] | None) -> bool:
+    """Whether member ``j`` of a shard starting at stream position ``first`` is decoded."""
+    return j >= skip and (decode is None or decode(first + j))
 
 
 class ShardReader:
@@ -375,7 +417,8 @@ class ShardReader:
         num_workers: int = 1,
         start: int = 0,
         seed: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
+        decode: Callable[[int], bool] | None = None,
+    ) -> Iterator[dict[str, Any] | SequenceHeader]:
         """Stream the sequences of one (rank, worker) as dicts of numpy arrays.
 
         The shards of a rank (:meth:`rank_shards`) form the rank's stream; worker ``w`` of
@@ -389,6 +432,8 @@ class ShardReader:
             worker, num_workers: this data-loader worker among the rank's workers.
             start: resume position within the rank's stream.
             seed: permute the shard order with this seed (``None``: file order).
+            decode: optional predicate on the position in the rank's stream; positions it rejects are
+                not decoded and come as :class:`SequenceHeader` (name and frame count only).
         """
         _check_split("worker", worker, num_workers)
         if start < 0:
@@ -400,7 +445,10 @@ class ShardReader:
             if i % num_workers != worker or offset <= start:
                 continue
             skip = max(0, start - first)
-            for j, sequence in enumerate(iter_shard(self.root / entry["file"])):
+            member_decode = None
+            if decode is not None or skip:
+                member_decode = functools.partial(_decode_member, skip=skip, first=first, decode=decode)
+            for j, sequence in enumerate(iter_shard(self.root / entry["file"], member_decode)):
                 if j >= skip:
                     yield sequence
 
