@@ -1,9 +1,12 @@
 """The GASP training objective: one forward gives the LM loss and every layer's geometric losses.
 
-Memory: hooks only gather each supervised layer's visual tokens ``(B, F, N, d)``. After the model
-forward, every layer's head + losses run under ``torch.utils.checkpoint`` (non-reentrant), so the
-graph keeps only the gathered tokens per layer; the ``(F-1) x N x N`` similarity matrices of one layer
-are rebuilt in backward and freed before the next layer's, never ``layers x tokens^2`` at once.
+Memory: hooks keep a reference to each supervised layer's attention-input norm INPUT, the residual
+stream that the model's backward (or its own gradient checkpoint) saves anyway. After the model
+forward, every layer's gather + norm + head + losses run under ``torch.utils.checkpoint``
+(non-reentrant), so the GASP terms add no saved activations of their own: the ``(F-1) x N x N``
+similarity matrices of one layer are rebuilt in backward and freed before the next layer's, never
+``layers x tokens^2`` at once. The norm applied is the model's own module, so the heads see exactly
+what the attention sees.
 
 Reductions (chosen so the loss does not depend on how a global batch is split over processes):
 each sequence weighs the same. LM: per-sequence mean over answer tokens, then mean over sequences.
@@ -23,7 +26,12 @@ from torch.utils.checkpoint import checkpoint
 from gasp import constants as C
 from gasp.losses import geometric_losses, mean_over_valid
 from gasp.models.base import IGNORE_INDEX
-from gasp.models.heads import CorrespondenceHead, CorrespondenceHeads, capture_visual_tokens
+from gasp.models.heads import (
+    CorrespondenceHead,
+    CorrespondenceHeads,
+    capture_module_inputs,
+    gather_visual_tokens,
+)
 
 
 def lm_loss_per_sequence(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,10 +54,16 @@ def lm_loss_per_sequence(logits: torch.Tensor, labels: torch.Tensor) -> tuple[to
 
 
 def _layer_losses(
-    head: CorrespondenceHead, tokens: torch.Tensor, targets: dict[str, torch.Tensor], tau: float, eps: float
+    head: CorrespondenceHead,
+    norm: nn.Module,
+    hidden: torch.Tensor,
+    visual_positions: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    tau: float,
+    eps: float,
 ) -> tuple[torch.Tensor, ...]:
-    emb = head(tokens)
-    device_type = tokens.device.type
+    emb = head(norm(gather_visual_tokens(hidden, visual_positions)))
+    device_type = hidden.device.type
     with torch.autocast(device_type=device_type, enabled=False):
         out = geometric_losses(
             emb.float(),
@@ -113,7 +127,7 @@ class GaspObjective(nn.Module):
         labels = inputs.pop("labels")
         geometric = targets is not None and self.heads is not None
         modules = {i: self._attention_inputs[i] for i in self.heads.layers} if geometric else {}
-        ctx = capture_visual_tokens(modules, visual_positions) if geometric else contextlib.nullcontext({})
+        ctx = capture_module_inputs(modules) if geometric else contextlib.nullcontext({})
         with ctx as captured:
             logits = self.model(**inputs).logits
         lm_per_seq, lm_count = lm_loss_per_sequence(logits, labels)
@@ -127,7 +141,9 @@ class GaspObjective(nn.Module):
             corr_b, depth_b, cc, dc = checkpoint(
                 _layer_losses,
                 self.heads[layer],
+                self._attention_inputs[layer],
                 captured[layer],
+                visual_positions,
                 targets,
                 self.tau,
                 self.depth_eps,
