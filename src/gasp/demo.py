@@ -1,0 +1,299 @@
+"""GASP's effect on a CPU, end to end, with no downloads (the README's main command).
+
+Stages (finished data and training stages are skipped on a re-run, so an interrupted demo resumes):
+
+1. data: synthetic training scenes and separate held-out scenes (disjoint seeds, same camera
+   motion) are prepared as shards (``gasp prepare``) under ``OUTPUT_DIR/data``;
+2. train: three tiny Qwen2.5-VL models of the same architecture, the same random initialisation and
+   the same number of steps (``gasp train``): ``baseline`` (language loss only), ``corr_only``
+   (L_LM + L_corr, the paper's ablation) and ``gasp`` (L_LM + L_corr + L_depth), under
+   ``OUTPUT_DIR/runs/NAME``;
+3. probe: every layer of the three models on the held-out sequences (``gasp probe``);
+4. report: ``report.json``, ``summary.md``, ``analysis.png`` / ``analysis_moved.png`` (three panels:
+   PCK per layer, confidence-accuracy rho, temporal robustness) and, for the baseline and GASP,
+   the attention heatmap and flow-coloured match picture of one held-out query point.
+
+The figures are the paper's (Q-K attention of each layer; see docs/PROBE.md). ``report.json`` also
+lists each acceptance check of the demo with its value. The default recipe runs in about 9 minutes on
+one CPU thread; docs/PROBE.md ("Measured") gives the figures it reaches and which checks fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gasp.data.shards import write_json_atomic
+from gasp.errors import ConfigError
+
+MODELS = {"baseline": "lm_only", "corr_only": "corr_only", "gasp": "full"}
+"""Demo model name -> ``gasp train --mode``."""
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``gasp demo``; the defaults are the recipe measured in docs/PROBE.md."""
+
+    output_dir: str = _f("runs/demo", "folder for data, runs, report.json, summary.md and figures")
+    models: list[str] = _f(list(MODELS), "which of baseline, corr_only, gasp to train and probe")
+    model: str = _f("tiny-qwen2.5-vl", "model preset (random weights; the same init for all three)")
+    steps: int = _f(400, "optimizer steps of each training (the same for all three)")
+    lr: float = _f(2e-3, "peak learning rate of the LoRA weights (heads: 4x)")
+    lora_rank: int = _f(64, "LoRA rank on the LLM decoder")
+    d_emb: int = _f(64, "correspondence head output size")
+    tau: float = _f(0.07, "InfoNCE / soft-argmax temperature")
+    lm_fraction: float = _f(
+        0.0, "fraction of language-only batches (every batch carries the caption LM loss)"
+    )
+    warmup_steps: int = _f(10, "linear warm-up steps")
+    seed: int = _f(0, "seed of the model initialisation, LoRA, heads and data order")
+    grid: list[int] = _f([16, 16], "token grid GH GW of every frame")
+    train_scenes: int = _f(16, "synthetic training scenes (seeds TRAIN_SEED ...)")
+    train_seed: int = _f(0, "first seed of the training scenes")
+    train_sequences: int = _f(8, "sequences per training scene")
+    train_frames: list[int] = _f([6, 6], "min and max frames per training sequence")
+    heldout_scenes: int = _f(6, "held-out scenes (seeds HELDOUT_SEED ...), disjoint from the training seeds")
+    heldout_seed: int = _f(100000, "first seed of the held-out scenes")
+    heldout_sequences: int = _f(4, "sequences per held-out scene")
+    heldout_frames: list[int] = _f([12, 12], "min and max frames per held-out sequence")
+    radius: int = _f(48, "frames are drawn from [anchor-R, anchor+R] (training and held-out; paper: 48)")
+    delta: float = _f(2.0, "PCK threshold in token cells")
+    threads: int = _f(0, "torch CPU threads (0: all cores)")
+    progress: bool = _f(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown or not self.models:
+            raise ConfigError(f"--models: unknown {unknown or 'empty'}; choose from {', '.join(MODELS)}")
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ConfigError(f"--grid needs two positive integers, got {self.grid}")
+        if self.steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
+        train = range(self.train_seed, self.train_seed + self.train_scenes)
+        held = range(self.heldout_seed, self.heldout_seed + self.heldout_scenes)
+        if set(train) & set(held):
+            raise ConfigError(
+                f"--heldout-seed {self.heldout_seed}: held-out seeds {held.start}..{held.stop - 1} overlap "
+                f"the training seeds {train.start}..{train.stop - 1}; choose a seed outside that range"
+            )
+
+
+def _stage(text: str) -> None:
+    print(f"[gasp demo] {text}", flush=True)
+
+
+def prepare_data(cfg: DemoConfig, image_hw: tuple[int, int]) -> tuple[Path, Path]:
+    """Stage 1: training and held-out shards (``gasp prepare`` skips finished shards)."""
+    from gasp.data.prepare import PrepareConfig, prepare
+
+    root = Path(cfg.output_dir) / "data"
+    sets = {
+        "train": (cfg.train_scenes, cfg.train_seed, cfg.train_sequences, cfg.train_frames),
+        "heldout": (cfg.heldout_scenes, cfg.heldout_seed, cfg.heldout_sequences, cfg.heldout_frames),
+    }
+    for name, (scenes, seed, per_scene, frames) in sets.items():
+        if _complete(root / name):
+            _stage(f"data: {name} shards are ready, skipping")
+            continue
+        _stage(f"data: {scenes} synthetic {name} scenes (seeds {seed}..{seed + scenes - 1})")
+        prepare(
+            PrepareConfig(
+                output=str(root / name),
+                synthetic=scenes,
+                seed=seed,
+                grid=tuple(cfg.grid),
+                image_size=image_hw,
+                sequences_per_scene=per_scene,
+                min_frames=frames[0],
+                max_frames=frames[-1],
+                radius=cfg.radius,
+                progress=cfg.progress,
+            )
+        )
+    return root / "train", root / "heldout"
+
+
+def _complete(root: Path) -> bool:
+    """Whether ``root`` holds a finished `gasp prepare` output."""
+    from gasp.data.shards import ShardReader
+    from gasp.errors import GaspError
+
+    try:
+        ShardReader(root)
+    except GaspError:
+        return False
+    return True
+
+
+def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
+    """The ``gasp train`` configuration of one demo model (only ``mode`` differs between them)."""
+    from gasp.config import TrainConfig
+
+    return TrainConfig(
+        model=cfg.model,
+        mode=MODELS[name],
+        data=str(data),
+        output_dir=str(Path(cfg.output_dir) / "runs" / name),
+        lora_rank=cfg.lora_rank,
+        d_emb=cfg.d_emb,
+        tau=cfg.tau,
+        lr=cfg.lr,
+        warmup_steps=min(cfg.warmup_steps, cfg.steps),
+        max_steps=cfg.steps,
+        lm_fraction=cfg.lm_fraction,
+        batch_size=1,
+        seed=cfg.seed,
+        save_every=cfg.steps,
+        keep_last=1,
+        mixed_precision="no",
+        progress=cfg.progress,
+    )
+
+
+def train_model(cfg: DemoConfig, name: str, data: Path) -> float:
+    """Stage 2 for one model; returns its training wall time in seconds (recorded for re-runs)."""
+    from gasp.train import train
+
+    run_dir = Path(cfg.output_dir) / "runs" / name
+    timing = run_dir / "demo_timing.json"
+    if timing.is_file():
+        done = json.loads(timing.read_text())
+        if done.get("steps") == cfg.steps:
+            _stage(f"train {name}: done before ({done['train_seconds']:.0f} s), skipping")
+            return float(done["train_seconds"])
+    _stage(f"train {name} ({MODELS[name]}): {cfg.steps} steps")
+    start = time.perf_counter()
+    train(train_config(cfg, name, data), resume=True)
+    seconds = time.perf_counter() - start
+    write_json_atomic(timing, {"steps": cfg.steps, "train_seconds": seconds})
+    return seconds
+
+
+def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The demo's acceptance checks (issue 5) evaluated on a report; missing models are skipped."""
+    from gasp.probe import best_figures
+
+    models = report["models"]
+    best = {name: best_figures(block) for name, block in models.items()}
+    checks: list[dict[str, Any]] = [
+        {"check": "token grid >= 16x16", "value": report["grid"], "pass": min(report["grid"]) >= 16},
+        {"check": "delta == 2", "value": report["delta"], "pass": report["delta"] == 2},
+    ]
+
+    def add(text: str, value: Any, ok: bool) -> None:
+        checks.append({"check": text, "value": value, "pass": bool(ok)})
+
+    g = best.get("gasp")
+    if g:
+        add("gasp best-layer moved-query PCK >= 0.60", g["pck_moved"], (g["pck_moved"] or 0) >= 0.60)
+        add(
+            "gasp best-layer PCK >= identity + 0.10",
+            [g["pck"], report["identity_pck"]],
+            (g["pck"] or 0) >= report["identity_pck"] + 0.10,
+        )
+        add("gasp best-layer rho > 0.3", g["rho"], (g["rho"] or -1) > 0.3)
+        add("gasp Y(dt) >= 0.75 for every dt <= 8", g["min_y_dt_le_8"], (g["min_y_dt_le_8"] or 0) >= 0.75)
+    b = best.get("baseline")
+    if b:
+        add("baseline best-layer moved-query PCK <= 0.25", b["pck_moved"], (b["pck_moved"] or 0) <= 0.25)
+    if g and b:
+        add(
+            "gasp best-layer rho above the baseline's",
+            [g["rho"], b["rho"]],
+            (g["rho"] or -1) > (b["rho"] or -1),
+        )
+    c = best.get("corr_only")
+    if g and c:
+        add(
+            "gasp best-layer PCK >= corr_only's - 0.02",
+            [g["pck"], c["pck"]],
+            (g["pck"] or 0) >= (c["pck"] or 0) - 0.02,
+        )
+    return checks
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run every stage; returns the report (also written to ``OUTPUT_DIR/report.json``)."""
+    from gasp.data.shards import ShardReader
+    from gasp.models import from_preset
+    from gasp.probe import (
+        build_report,
+        draw_pictures,
+        draw_report,
+        load_model,
+        markdown_table,
+        probe_model,
+    )
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    image_hw = tuple(from_preset(cfg.model).image_size_for_grid(tuple(cfg.grid)))
+    train_dir, heldout_dir = prepare_data(cfg, image_hw)
+    seconds = {name: train_model(cfg, name, train_dir) for name in cfg.models}
+    heldout = ShardReader(heldout_dir)
+    results = {}
+    for name in cfg.models:
+        _stage(f"probe {name}: {len(heldout)} held-out sequences, every layer")
+        adapter, heads, tau = load_model(out / "runs" / name)
+        results[name] = probe_model(
+            adapter,
+            heldout,
+            heads=heads,
+            head_temperature=tau,
+            temperature=cfg.tau,
+            delta=cfg.delta,
+            max_sequences=len(heldout),
+            progress=cfg.progress,
+            desc=f"probe {name}",
+        )
+    report = build_report(results, extra={n: {"train_seconds": round(s, 1)} for n, s in seconds.items()})
+    report["demo_config"] = dataclasses.asdict(cfg)
+    report["acceptance"] = acceptance(report)
+    report["total_seconds"] = round(time.perf_counter() - start, 1)
+    write_json_atomic(out / "report.json", report)
+    draw_report(report, out, title="gasp demo: tiny Qwen2.5-VL on held-out synthetic scenes")
+    for name in ("baseline", "gasp"):
+        if name in results:
+            draw_pictures(results[name], out, prefix=f"{name}_")
+    lines = [markdown_table(report), "", "| acceptance check | value | pass |", "|---|---|---|"]
+    lines += [
+        f"| {c['check']} | {c['value']} | {'yes' if c['pass'] else 'NO'} |" for c in report["acceptance"]
+    ]
+    lines.append(f"\nTotal time {report['total_seconds']:.0f} s.")
+    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gasp.cli_args import add_dataclass_arguments
+
+    add_dataclass_arguments(parser, DemoConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gasp.cli_args import apply_overrides
+
+    cfg = apply_overrides(DemoConfig(), args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run_demo(cfg)
+    out = Path(cfg.output_dir)
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    print(f"wrote {out / 'report.json'}, {out / 'summary.md'}, {out / 'analysis.png'}")
+    return 0

@@ -1,0 +1,591 @@
+"""Layer-wise correspondence analysis of a VLM (the paper's analysis figure) on held-out sequences.
+
+One forward pass per sequence yields every decoder layer's figures for up to three feature kinds of
+the visual tokens (anchor frame = query frame, every other frame = target frame):
+
+* ``qk`` (default, the paper's measure): the layer's own ``q_proj``/``k_proj`` applied to what its
+  attention reads (the input layernorm output); per head, ``softmax(q . k / sqrt(d))`` of a query
+  token over the tokens of the target frame, averaged over heads. Rotary position embeddings are
+  NOT applied: the probe measures what the content of the tokens says about correspondence, not
+  where the tokens sit in the sequence (with RoPE, a token's own position in another frame would be
+  favoured by construction).
+* ``head``: the correspondence head's embedding of the same tokens (needs a checkpoint with heads),
+  matched by ``softmax(cos / tau)`` with the heads' training temperature.
+* ``hidden``: the raw residual-stream hidden state entering the layer, ``softmax(cos / temperature)``.
+
+Figures per layer (see gasp.probe_metrics): PCK@delta over all and over moved queries, chance and
+identity baselines, confidence-accuracy rho and temporal robustness Y(dt). Outputs in
+``--output-dir``: ``report.json``, ``analysis.png`` (all queries), ``analysis_moved.png``, and for one
+query point ``attention.png`` and ``matches.png``. ``--compare A/report.json B/report.json`` draws
+several reports together instead of probing.
+
+Example::
+
+    gasp prepare --synthetic 8 --seed 9000 --grid 16 16 --cell-size 8 --output runs/heldout
+    gasp probe --model runs/gasp/checkpoints/last --data runs/heldout --output-dir runs/probe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gasp import constants as C
+from gasp import probe_metrics as pm
+from gasp.data.shards import write_json_atomic
+from gasp.errors import BadInputError, ConfigError
+
+REPORT_FORMAT = "gasp-probe"
+DEFAULT_PROMPT = "These are frames of a video."
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of ``gasp probe`` (every field is a flag: ``max_sequences`` -> ``--max-sequences``)."""
+
+    model: str = field(
+        default="",
+        metadata={
+            "help": "model: a tiny preset name, a HF checkpoint folder, or a `gasp train` checkpoint "
+            "folder (its correspondence heads are probed too)"
+        },
+    )
+    data: str = field(default="", metadata={"help": "held-out sequences: a `gasp prepare` shard folder"})
+    output_dir: str = field(default="runs/probe", metadata={"help": "folder for report.json and the figures"})
+    label: str = field(
+        default="", metadata={"help": "model name in the report and figures (default: --model)"}
+    )
+    features: list[str] = field(
+        default_factory=lambda: list(pm.FEATURE_KINDS),
+        metadata={"help": "feature kinds: qk (Q-K attention, the paper's), head, hidden"},
+    )
+    delta: float = field(default=2.0, metadata={"help": "PCK threshold in token cells (paper: 2)"})
+    max_sequences: int = field(
+        default=200, metadata={"help": "probe at most this many sequences (paper: 200)"}
+    )
+    temperature: float = field(
+        default=0.07,
+        metadata={"help": "softmax temperature of the cosine features (sets confidence for rho)"},
+    )
+    prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "text placed after the frames"})
+    query_cell: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "ROW COL of the query cell of attention.png (default: a moved query near the centre)"
+        },
+    )
+    picture_sequence: int = field(default=0, metadata={"help": "which probed sequence the pictures show"})
+    compare: list[str] = field(
+        default_factory=list, metadata={"help": "draw these report.json files together instead of probing"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.features if f not in pm.FEATURE_KINDS]
+        if bad or not self.features:
+            raise ConfigError(
+                f"--features: unknown {bad or 'empty'}; choose from {', '.join(pm.FEATURE_KINDS)}"
+            )
+        if self.delta <= 0:
+            raise ConfigError(f"--delta must be > 0, got {self.delta}")
+        if self.max_sequences < 1:
+            raise ConfigError(f"--max-sequences must be >= 1, got {self.max_sequences}")
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
+        if self.query_cell and len(self.query_cell) != 2:
+            raise ConfigError(f"--query-cell needs ROW COL, got {self.query_cell}")
+
+
+@dataclass
+class Picture:
+    """What the attention/match pictures of one sequence need (filled during probing)."""
+
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    match_index: np.ndarray  # (F, N)
+    match_valid: np.ndarray  # (F, N)
+    dt: np.ndarray  # (F,)
+    probs: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # kind -> layer -> (K, N, N)
+
+
+@dataclass
+class ProbeResult:
+    """Pooled per-pair scores of one model: ``scores[kind][layer]`` (None where a layer lacks that
+    kind, e.g. no head) plus the picture sequence."""
+
+    grid: tuple[int, int]
+    delta: float
+    scores: dict[str, list[pm.PairScores | None]]
+    num_sequences: int
+    picture: Picture | None = None
+
+    def model_block(self) -> dict[str, Any]:
+        """The report's per-model block: Q-K figures at the top level, every kind under ``by_feature``."""
+        by_feature = {kind: pm.summarize_layers(layers) for kind, layers in self.scores.items()}
+        main = by_feature.get("qk") or next(iter(by_feature.values()))
+        return {**main, "by_feature": by_feature}
+
+    def baselines(self) -> dict[str, Any]:
+        """Chance and identity PCK of the probed pairs (the same for every kind and layer)."""
+        return pm.baselines(next(s for layers in self.scores.values() for s in layers if s is not None))
+
+
+def _frame_distance(sequence: Mapping[str, Any]) -> np.ndarray:
+    index = np.asarray(sequence[C.FRAME_INDEX]).astype(np.int64)
+    return np.abs(index - index[C.ANCHOR])
+
+
+def _check_sequence(sequence: Mapping[str, Any], grid: tuple[int, int], where: str) -> None:
+    need = (C.FRAMES, C.MATCH_INDEX, C.MATCH_VALID, C.FRAME_INDEX)
+    missing = [k for k in need if k not in sequence]
+    if missing:
+        raise BadInputError(f"{where}: sequence is missing {', '.join(missing)} (re-run `gasp prepare`)")
+    f = np.asarray(sequence[C.FRAMES]).shape[0]
+    n = grid[0] * grid[1]
+    if np.asarray(sequence[C.MATCH_INDEX]).shape != (f, n):
+        raise BadInputError(
+            f"{where}: {C.MATCH_INDEX} has shape {np.asarray(sequence[C.MATCH_INDEX]).shape}, expected "
+            f"({f}, {n}) for the model's {grid[0]}x{grid[1]} token grid; prepare the data with --grid "
+            f"{grid[0]} {grid[1]} and an image size the model maps to that grid"
+        )
+
+
+@torch.no_grad()
+def probe_model(
+    adapter: Any,
+    sequences: Iterable[Mapping[str, Any]],
+    *,
+    heads: Any = None,
+    features: Sequence[str] = pm.FEATURE_KINDS,
+    delta: float = 2.0,
+    temperature: float = 0.07,
+    head_temperature: float | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    max_sequences: int | None = None,
+    picture_sequence: int = 0,
+    progress: bool = False,
+    desc: str = "probe",
+) -> ProbeResult:
+    """Probe every decoder layer of ``adapter``'s model on ``sequences`` (one forward each).
+
+    Args:
+        adapter: a gasp VLMAdapter (model in eval mode is not required; it is set temporarily).
+        sequences: dicts with gasp.constants keys (``frames``, ``match_index``, ``match_valid``,
+            ``frame_index``), e.g. from ``gasp.data.shards.ShardReader``.
+        heads: CorrespondenceHeads for the ``head`` kind (kind skipped when None).
+        features: kinds to compute (subset of ``qk``, ``head``, ``hidden``).
+        delta: PCK threshold in cells.
+        temperature: softmax temperature of ``hidden`` cosine matching.
+        head_temperature: temperature of ``head`` matching (default ``temperature``).
+        prompt: text after the frames.
+        max_sequences: stop after this many.
+        picture_sequence: index of the sequence whose matching distributions are kept for pictures.
+        progress: tqdm bar.
+
+    Returns:
+        :class:`ProbeResult`.
+    """
+    from tqdm.auto import tqdm
+
+    from gasp.models.heads import capture_visual_tokens, gather_visual_tokens
+
+    kinds = [k for k in features if k != "head" or heads is not None]
+    if not kinds:
+        raise ConfigError(
+            "nothing to probe: the only feature kind asked for is 'head' and the model has no heads"
+        )
+    model = adapter.model
+    layers = adapter.decoder_layers()
+    num_layers = len(layers)
+    qk = [adapter.qk_projections(i) for i in range(num_layers)]
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    scores: dict[str, list[list[pm.PairScores]]] = {k: [[] for _ in range(num_layers)] for k in kinds}
+    grid: tuple[int, int] | None = None
+    picture: Picture | None = None
+    count = 0
+    bar = tqdm(total=max_sequences, desc=desc, unit="seq", disable=not progress)
+    try:
+        for sequence in sequences:
+            if max_sequences is not None and count >= max_sequences:
+                break
+            frames = np.asarray(sequence[C.FRAMES])
+            batch = adapter.build_inputs([frames], [prompt]).to(param.device, param.dtype)
+            grid = tuple(batch.grid)
+            _check_sequence(sequence, grid, str(sequence.get(C.SEQUENCE_ID, f"sequence {count}")))
+            modules = dict(enumerate(adapter.attention_inputs()))
+            with capture_visual_tokens(modules, batch.visual_positions) as captured:
+                out = model(**batch.inputs, output_hidden_states="hidden" in kinds)
+            dt = _frame_distance(sequence)
+            match_index = torch.as_tensor(np.asarray(sequence[C.MATCH_INDEX]))[1:]
+            match_valid = torch.as_tensor(np.asarray(sequence[C.MATCH_VALID])).bool()[1:]
+            dt_t = torch.as_tensor(dt)[1:]
+            keep_picture = count == picture_sequence
+            if keep_picture:
+                picture = Picture(
+                    frames,
+                    np.asarray(sequence[C.MATCH_INDEX]),
+                    np.asarray(sequence[C.MATCH_VALID]).astype(bool),
+                    dt,
+                )
+            for i in range(num_layers):
+                x = captured[i][0].float()  # (F, N, d)
+                probs: dict[str, torch.Tensor] = {}
+                if "qk" in kinds:
+                    p = qk[i]
+                    q = (
+                        p.q_proj(x[0].to(param.dtype))
+                        .float()
+                        .view(-1, p.num_heads, p.head_dim)
+                        .transpose(0, 1)
+                    )
+                    k = p.k_proj(x[1:].to(param.dtype)).float()
+                    k = k.view(x.shape[0] - 1, -1, p.num_kv_heads, p.head_dim).permute(2, 0, 1, 3)
+                    probs["qk"] = pm.qk_attention_probs(q, k)
+                if "head" in kinds and i in heads.layers:
+                    e = heads[i](x).float()
+                    probs["head"] = pm.cosine_probs(e[0], e[1:], head_temperature or temperature)
+                if "hidden" in kinds:
+                    h = gather_visual_tokens(out.hidden_states[i], batch.visual_positions)[0].float()
+                    probs["hidden"] = pm.cosine_probs(h[0], h[1:], temperature)
+                for kind, pr in probs.items():
+                    scores[kind][i].append(
+                        pm.score_pairs(pr.cpu(), match_index, match_valid, dt_t, grid, delta)
+                    )
+                    if keep_picture:
+                        picture.probs.setdefault(kind, {})[i] = pr.cpu().numpy()
+            count += 1
+            bar.update(1)
+    finally:
+        bar.close()
+        model.train(was_training)
+    if count == 0 or grid is None:
+        raise BadInputError("no sequences to probe (is the data folder empty?)")
+    pooled = {
+        kind: [pm.PairScores.concat(s) if s else None for s in per_layer]
+        for kind, per_layer in scores.items()
+        if any(per_layer)
+    }
+    if not ProbeResult(grid, delta, pooled, count).baselines()["num_pairs"]:
+        raise BadInputError("the probed sequences have no valid correspondence at frame distance > 0")
+    return ProbeResult(grid, delta, pooled, count, picture)
+
+
+def build_report(
+    results: Mapping[str, ProbeResult], extra: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict:
+    """The report dict: shared grid/delta/baselines plus one block per model.
+
+    Args:
+        results: label -> ProbeResult (all probed on the same sequences).
+        extra: label -> extra fields merged into that model's block (e.g. ``train_seconds``).
+    """
+    if not results:
+        raise ValueError("no results")
+    first = next(iter(results.values()))
+    base = first.baselines()
+    for label, r in results.items():
+        if r.grid != first.grid or r.delta != first.delta or r.baselines()["num_pairs"] != base["num_pairs"]:
+            raise ConfigError(f"model {label!r} was probed on other sequences/grid/delta than the others")
+    models = {
+        label: {**r.model_block(), **dict((extra or {}).get(label, {}))} for label, r in results.items()
+    }
+    return {
+        "format": REPORT_FORMAT,
+        "version": 1,
+        "grid": list(first.grid),
+        "delta": first.delta,
+        **base,
+        "num_sequences": first.num_sequences,
+        "models": models,
+    }
+
+
+def read_report(path: str | Path) -> dict:
+    """Load a probe/demo report.json, checking the fields the figures need."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"report not found: {path}")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path}: not valid JSON ({exc})") from exc
+    for key in ("grid", "delta", "models"):
+        if key not in report:
+            raise BadInputError(
+                f"{path}: missing field {key!r}; is this a `gasp probe` or `gasp demo` report?"
+            )
+    for label, block in report["models"].items():
+        for key in ("pck", "pck_moved", "rho", "temporal_robustness"):
+            if key not in block:
+                raise BadInputError(f"{path}: models.{label} lacks {key!r}")
+    return report
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
+    """Headline numbers of a model block (each "best" is the best layer for that figure).
+
+    ``pck``: highest all-query PCK (at ``best_layer``); ``pck_moved``: highest moved-query PCK;
+    ``rho``: highest rho; ``min_y_dt_le_8``: the smallest Y(dt) for dt <= 8 at ``best_layer``.
+    """
+
+    def top(values: Sequence[Any]) -> Any:
+        present = [v for v in values if v is not None]
+        return max(present) if present else None
+
+    pck = [p if p is not None else -1.0 for p in block["pck"]]
+    best = int(np.argmax(pck))
+    tr = block["temporal_robustness"]
+    y_upto8 = [y for d, y in zip(tr["dt"], tr["y"]) if d <= 8 and y is not None]
+    return {
+        "best_layer": best,
+        "pck": block["pck"][best],
+        "pck_moved": top(block["pck_moved"]),
+        "rho": top(block["rho"]),
+        "min_y_dt_le_8": min(y_upto8) if y_upto8 else None,
+        "y_max_dt": tr["y"][-1] if tr["y"] else None,
+        "max_dt": tr["dt"][-1] if tr["dt"] else None,
+    }
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    """A short markdown summary: one row per model, plus the chance and identity levels."""
+    lines = [
+        f"Token grid {report['grid'][0]}x{report['grid'][1]}, PCK@{report['delta']:g} cells, "
+        f"{report.get('num_sequences', '?')} held-out sequences, {report.get('num_pairs', '?')} query/frame "
+        f"pairs ({report.get('num_moved', '?')} moved). Chance {_fmt(report.get('chance_pck'))} "
+        f"(moved {_fmt(report.get('chance_pck_moved'))}), identity {_fmt(report.get('identity_pck'))} "
+        "(moved 0 by construction). Q-K attention figures; best layer = highest all-query PCK.",
+        "",
+        "| model | best layer | PCK all | PCK moved (best layer for it) | rho (best layer for it) | "
+        "min Y(dt<=8) | Y at max dt | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, block in report["models"].items():
+        b = best_figures(block)
+        train = block.get("train_seconds")
+        lines.append(
+            f"| {label} | {b['best_layer']} | {_fmt(b['pck'])} | {_fmt(b['pck_moved'])} | "
+            f"{_fmt(b['rho'])} | {_fmt(b['min_y_dt_le_8'])} | {_fmt(b['y_max_dt'])} (dt={b['max_dt']}) | "
+            f"{'-' if train is None else f'{train:.0f}'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def draw_report(report: Mapping[str, Any], output_dir: str | Path, title: str | None = None) -> list[Path]:
+    """``analysis.png`` (all queries) and ``analysis_moved.png`` of every model in ``report``."""
+    from gasp import plots
+
+    out = Path(output_dir)
+    kw = {
+        "chance": report.get("chance_pck"),
+        "identity": report.get("identity_pck"),
+        "delta": report["delta"],
+        "title": title,
+    }
+    moved_kw = {**kw, "chance": report.get("chance_pck_moved")}
+    return [
+        plots.plot_analysis(report["models"], out / "analysis.png", **kw),
+        plots.plot_analysis(report["models"], out / "analysis_moved.png", moved=True, **moved_kw),
+    ]
+
+
+def draw_pictures(
+    result: ProbeResult,
+    output_dir: str | Path,
+    *,
+    prefix: str = "",
+    query_cell: Sequence[int] = (),
+    kind: str = "qk",
+) -> list[Path]:
+    """``attention.png`` and ``matches.png`` of the picture sequence at the best layer of ``kind``.
+
+    The target frame is the one with the most valid moved queries; the query cell is ``query_cell``
+    (row, col) or the valid moved query nearest the grid centre.
+    """
+    from gasp import plots
+
+    pic = result.picture
+    if pic is None or kind not in pic.probs:
+        return []
+    gh, gw = result.grid
+    n = gh * gw
+    best = pm.summarize_layers(result.scores[kind])["best_layer"]
+    own = np.arange(n)
+    moved_valid = []
+    for f in range(1, len(pic.frames)):
+        ok = pic.match_valid[f] & (pic.dt[f] > 0)
+        far = (
+            pm.cell_distance(
+                torch.as_tensor(own), torch.as_tensor(np.where(ok, pic.match_index[f], 0)), result.grid
+            ).numpy()
+            > result.delta
+        )
+        moved_valid.append(int((ok & far).sum()) + (int(ok.sum()) if pic.dt[f] > 0 else -1) * 1e-3)
+    f = 1 + int(np.argmax(moved_valid))
+    valid = pic.match_valid[f].astype(bool)
+    if query_cell:
+        q = int(query_cell[0]) * gw + int(query_cell[1])
+        if not 0 <= q < n:
+            raise ConfigError(f"--query-cell {list(query_cell)} is outside the {gh}x{gw} grid")
+    else:
+        rows, cols = np.divmod(own, gw)
+        dist_centre = np.hypot(rows - (gh - 1) / 2, cols - (gw - 1) / 2)
+        true = np.where(valid, pic.match_index[f], 0)
+        far = (
+            pm.cell_distance(torch.as_tensor(own), torch.as_tensor(true), result.grid).numpy() > result.delta
+        )
+        candidates = valid & far if (valid & far).any() else valid
+        q = int(np.argmin(np.where(candidates, dist_centre, np.inf)))
+    probs = pic.probs[kind][best][f - 1]
+    out = Path(output_dir)
+    title = f"{prefix.rstrip('_') or 'model'}: {kind} layer {best}, frame distance {int(pic.dt[f])}"
+    return [
+        plots.plot_attention(
+            pic.frames[0],
+            pic.frames[f],
+            probs[q],
+            q,
+            result.grid,
+            out / f"{prefix}attention.png",
+            true_cell=int(pic.match_index[f][q]) if valid[q] else None,
+            title=title,
+        ),
+        plots.plot_matches(
+            pic.frames[0],
+            pic.frames[f],
+            probs.argmax(-1),
+            pic.match_index[f],
+            valid,
+            result.grid,
+            out / f"{prefix}matches.png",
+            delta=result.delta,
+            title=title,
+        ),
+    ]
+
+
+def load_model(spec: str | Path) -> tuple[Any, Any, float | None]:
+    """``(adapter, heads or None, head temperature or None)`` for what ``--model`` names.
+
+    A `gasp train` run or checkpoint folder (``state.json``) gives its base model with the LoRA merged
+    and its correspondence heads; anything else goes to ``gasp.models.load_adapter`` (a preset name,
+    a HF checkpoint folder such as a `gasp export` output, or a hub id).
+    """
+    from gasp.models import load_adapter
+    from gasp.training.checkpoint import list_checkpoints
+
+    path = Path(spec)
+    if not (path / "state.json").is_file() and not list_checkpoints(path):
+        return load_adapter(str(spec)), None, None
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from gasp.export import _base_model
+    from gasp.models.heads import CorrespondenceHeads
+    from gasp.training.checkpoint import read_state, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    state = read_state(ckpt)
+    adapter = load_adapter(_base_model(ckpt, state))
+    if (ckpt / "adapter" / "adapter_config.json").is_file():
+        adapter.model = PeftModel.from_pretrained(adapter.model, str(ckpt / "adapter")).merge_and_unload()
+    info = state.get("heads")
+    if not info:
+        return adapter, None, None
+    heads = CorrespondenceHeads(adapter.hidden_size, info["layers"], int(info["d_emb"]))
+    weights = load_file(str(ckpt / "trainable.safetensors"))
+    prefix = "heads."
+    missing = heads.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
+    if missing.missing_keys:
+        raise BadInputError(f"{ckpt}/trainable.safetensors lacks head weights {missing.missing_keys[:3]}")
+    return adapter, heads, float(state.get("config", {}).get("tau", 0.07))
+
+
+def compare(paths: Sequence[str], output_dir: str | Path) -> dict:
+    """Draw several reports together; labels are prefixed with the report's folder on collisions."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    merged: dict[str, Any] = {}
+    first: dict | None = None
+    for p in paths:
+        report = read_report(p)
+        if first is None:
+            first = report
+        elif report["grid"] != first["grid"] or report["delta"] != first["delta"]:
+            raise ConfigError(
+                f"{p}: grid/delta {report['grid']}/{report['delta']} differ from {paths[0]}'s "
+                f"{first['grid']}/{first['delta']}; figures would not be comparable"
+            )
+        for label, block in report["models"].items():
+            name = label if label not in merged else f"{Path(p).parent.name}/{label}"
+            merged[name] = block
+    combined = {
+        **{k: v for k, v in first.items() if k != "models"},
+        "models": merged,
+        "compared": list(paths),
+    }
+    write_json_atomic(Path(output_dir) / "comparison.json", combined)
+    draw_report(combined, output_dir)
+    (Path(output_dir) / "summary.md").write_text(markdown_table(combined), encoding="utf-8")
+    return combined
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gasp.cli_args import add_dataclass_arguments
+
+    add_dataclass_arguments(parser, ProbeConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gasp.cli_args import apply_overrides
+
+    cfg = apply_overrides(ProbeConfig(), args)
+    out = Path(cfg.output_dir)
+    if cfg.compare:
+        combined = compare(cfg.compare, out)
+        print(markdown_table(combined))
+        print(f"wrote {out / 'analysis.png'}, {out / 'comparison.json'}")
+        return 0
+    if not cfg.model or not cfg.data:
+        raise ConfigError("give --model and --data (or --compare REPORT.json ...)")
+    from gasp.data.shards import ShardReader
+
+    reader = ShardReader(cfg.data)
+    adapter, heads, tau = load_model(cfg.model)
+    label = cfg.label or Path(cfg.model).name or cfg.model
+    result = probe_model(
+        adapter,
+        reader,
+        heads=heads,
+        features=cfg.features,
+        delta=cfg.delta,
+        temperature=cfg.temperature,
+        head_temperature=tau,
+        prompt=cfg.prompt,
+        max_sequences=cfg.max_sequences,
+        picture_sequence=cfg.picture_sequence,
+        progress=cfg.progress,
+        desc=f"probe {label}",
+    )
+    report = build_report({label: result})
+    report["model_spec"] = {label: cfg.model}
+    report["data"] = str(cfg.data)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "report.json", report)
+    draw_report(report, out, title=label)
+    draw_pictures(result, out, query_cell=cfg.query_cell)
+    (out / "summary.md").write_text(markdown_table(report), encoding="utf-8")
+    print(markdown_table(report))
+    print(f"wrote {out / 'report.json'} and figures in {out}")
+    return 0

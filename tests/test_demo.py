@@ -1,0 +1,87 @@
+"""`gasp demo` with a tiny step budget: every stage runs, the report has the promised schema."""
+
+import json
+
+import pytest
+
+from gasp.demo import DemoConfig, acceptance, run_demo
+from gasp.errors import ConfigError
+
+
+@pytest.mark.slow
+def test_short_demo_writes_report_summary_and_figures(tmp_path):
+    cfg = DemoConfig(
+        output_dir=str(tmp_path / "demo"),
+        steps=2,
+        warmup_steps=0,
+        grid=[6, 6],
+        train_scenes=1,
+        train_sequences=1,
+        train_frames=[3, 3],
+        heldout_scenes=1,
+        heldout_sequences=1,
+        heldout_frames=[4, 4],
+        radius=6,
+        progress=False,
+    )
+    report = run_demo(cfg)
+    out = tmp_path / "demo"
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["models"].keys() == {"baseline", "corr_only", "gasp"}
+    assert on_disk["grid"] == [6, 6] and on_disk["delta"] == 2.0
+    for key in ("chance_pck", "identity_pck"):
+        assert 0.0 <= on_disk[key] <= 1.0
+    for name, m in on_disk["models"].items():
+        layers = len(m["pck"])
+        assert layers >= 1 and len(m["pck_moved"]) == len(m["rho"]) == layers
+        assert set(m["temporal_robustness"]) >= {"dt", "y"}
+        assert len(m["temporal_robustness"]["y"]) == len(m["temporal_robustness"]["dt"])
+        assert m["train_seconds"] > 0
+        kinds = {"qk", "hidden"} if name == "baseline" else {"qk", "head", "hidden"}
+        assert set(m["by_feature"]) == kinds
+    assert [c["check"] for c in report["acceptance"]][:2] == ["token grid >= 16x16", "delta == 2"]
+    assert report["acceptance"][0]["pass"] is False  # 6x6 is below the demo's grid floor
+    for name in (
+        "analysis.png",
+        "analysis_moved.png",
+        "summary.md",
+        "gasp_attention.png",
+        "baseline_matches.png",
+    ):
+        assert (out / name).stat().st_size > 500, name
+    assert "| gasp |" in (out / "summary.md").read_text()
+    # a re-run skips finished training (timings are read back, not re-measured)
+    again = run_demo(cfg)
+    assert again["models"]["gasp"]["train_seconds"] == report["models"]["gasp"]["train_seconds"]
+
+
+def test_heldout_seeds_must_not_overlap_training_seeds():
+    with pytest.raises(ConfigError, match="overlap"):
+        DemoConfig(train_seed=0, train_scenes=10, heldout_seed=5)
+    with pytest.raises(ConfigError, match="--models"):
+        DemoConfig(models=["gasp", "nope"])
+
+
+def _block(pck, moved, rho, ys):
+    return {"pck": pck, "pck_moved": moved, "rho": rho, "temporal_robustness": {"dt": [1, 4, 8, 16], "y": ys}}
+
+
+def test_acceptance_checks_read_the_best_layer():
+    report = {
+        "grid": [16, 16],
+        "delta": 2.0,
+        "identity_pck": 0.5,
+        "models": {
+            "baseline": _block([0.5, 0.5], [0.05, 0.1], [-0.1, 0.0], [1, 0.5, 0.2, 0.1]),
+            "corr_only": _block([0.7, 0.8], [0.5, 0.66], [0.2, 0.5], [1, 0.9, 0.8, 0.7]),
+            "gasp": _block([0.6, 0.79], [0.4, 0.65], [0.3, 0.55], [1, 0.9, 0.8, 0.5]),
+        },
+    }
+    checks = {c["check"]: c["pass"] for c in acceptance(report)}
+    assert all(checks.values()), checks
+    report["models"]["gasp"]["temporal_robustness"]["y"][2] = 0.7
+    report["models"]["gasp"]["pck"][1] = 0.7
+    checks = {c["check"]: c["pass"] for c in acceptance(report)}
+    assert not checks["gasp Y(dt) >= 0.75 for every dt <= 8"]
+    assert not checks["gasp best-layer PCK >= corr_only's - 0.02"]
+    assert checks["gasp best-layer PCK >= identity + 0.10"]  # 0.7 >= 0.5 + 0.1 still holds
