@@ -145,6 +145,7 @@ def test_output_is_identical_for_any_worker_count_and_reruns(tmp_path, scenes):
     summary = prepare(one)
     assert summary.shards_reused == 3 and summary.sequences == 6
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "one").glob("shard-*.tar")} == mtimes
+    assert len(ShardReader(tmp_path / "one")) == 6  # and the folder still reads as complete
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, scenes, monkeypatch):

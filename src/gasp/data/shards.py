@@ -240,6 +240,7 @@ class ShardWriter:
             self.manifest["shards"] = old["shards"]
             self.manifest["summary"] = old.get("summary", {})
         self._entries = {e["file"]: e for e in self.manifest["shards"]}
+        self.manifest["complete"] = len(self._entries) == self.manifest["num_shards"]
 
     def is_finished(self, index: int) -> bool:
         """True when shard ``index`` is in the manifest and on disk with the recorded size."""
