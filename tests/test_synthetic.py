@@ -1,6 +1,5 @@
 """Synthetic rooms: determinism, exact depth, camera paths, view-independent textures, captions."""
 
-
 import numpy as np
 import pytest
 

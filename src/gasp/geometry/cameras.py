@@ -234,6 +234,8 @@ def resize_image(
     :func:`fit_intrinsics`; for "center_crop" the image is scaled to cover ``dst_hw`` and the same crop
     box is cut out.
     """
+    if isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # e.g. a PIL-backed array; torch refuses to alias read-only memory
     t = torch.as_tensor(image)
     if t.dim() != 3 or t.shape[-1] != 3:
         raise ValueError(f"image must have shape (H, W, 3), got {tuple(t.shape)}")
