@@ -1,7 +1,8 @@
 """Two CPU processes (gloo DDP) give the same loss curve as one process with the same global batch.
 
-accelerate's own ``accelerate launch --cpu --num_processes 2`` needs MPI for several CPU processes and
-otherwise starts one; ``torchrun`` with ``ACCELERATE_USE_CPU=1`` is the MPI-free equivalent.
+Launched with accelerate: ``accelerate launch --cpu --num_processes 2`` starts ONE process unless MPI
+is set up (accelerate 1.x), so the MPI-free form ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
+--num_processes 2`` is used (accelerate's torchrun launcher with the CPU/gloo backend).
 """
 
 import json
@@ -27,19 +28,27 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun"
+    shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="no accelerate script"
 )
 def test_two_processes_match_one_process(tmp_path):
     data = prepare_tiny(tmp_path / "data")
     steps = 3
     one = train(debug_config(data, tmp_path / "one", batch_size=2, max_steps=steps))
-    torchrun = Path(sys.executable).parent / "torchrun"
+    accelerate = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
-        str(torchrun),
-        "--nproc_per_node",
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
         "2",
-        "--master_port",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
         str(_free_port()),
         "-m",
         "gasp.train",
