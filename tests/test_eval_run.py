@@ -159,3 +159,38 @@ def test_tiny_model_on_real_questions(tmp_path, shared_data):
     assert results["num_questions"] == 3 and results["missing"]["count"] == 0 and "pairs" in results
     assert main(args) == 0  # resumed: nothing left to generate, same predictions
     assert (out / "predictions.jsonl").read_text().splitlines() == lines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "tiny-qwen2-vl",
+        "tiny-qwen3-vl",
+        "tiny-llava-onevision",
+        "tiny-llava-next-video",
+        "tiny-internvl",
+        "tiny-smolvlm",
+        "tiny-idefics3",
+    ],
+)
+def test_every_family_answers_real_all_angles_questions(tmp_path, shared_data, preset):
+    """Views of odd sizes reach every family: fixed-size towers get their one accepted size."""
+    pytest.importorskip("gasp.models")
+    from gasp.models.presets import PRESETS
+
+    assert preset in PRESETS
+    records = json.loads((shared_data / "all_angles_bench/data.derived.json").read_text())[:2]
+    aa_file = tmp_path / "aa.json"
+    aa_file.write_text(json.dumps(records))
+    images = tmp_path / "images"
+    for r in records:
+        for k, rel in enumerate(r["image_path"]):
+            (images / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (96 + 8 * k, 64), (30 * k, 90, 200)).save(images / rel)
+    out = tmp_path / "out"
+    args = ["eval", "run", "--benchmark", "all-angles", "--model", preset, "--questions", str(aa_file)]
+    assert main([*args, "--media-root", str(images), "--output-dir", str(out), "--batch-size", "2"]) == 0
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(p["index"] for p in preds) == sorted(r["index"] for r in records)
+    assert json.loads((out / "results.json").read_text())["num_questions"] == 2

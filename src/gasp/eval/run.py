@@ -55,8 +55,10 @@ def fit_frames(model: Any, frames: np.ndarray) -> np.ndarray:
     """Resize (F, H, W, 3) frames to the nearest size the adapter takes without its processor resizing.
 
     Like Qwen's ``smart_resize``: sides snapped to whole token cells, aspect ratio kept, shrunk
-    (or grown) by 10% steps until the adapter's pixel budget accepts the size. Frames the adapter
-    already accepts are returned unchanged.
+    (or grown) by 10% steps until the adapter's pixel budget accepts the size. Adapters whose vision
+    tower takes one fixed size (LLaVA, InternVL, SmolVLM presets: ``default_grid`` is their only grid)
+    get frames resized to it, as those models' own processors do. Frames the adapter already accepts
+    are returned unchanged.
     """
     from PIL import Image
 
@@ -76,7 +78,10 @@ def fit_frames(model: Any, frames: np.ndarray) -> np.ndarray:
         except GaspError:
             continue
     else:
-        raise ConfigError(f"no frame size near {height}x{width} px is accepted by the model")
+        try:
+            size = model.image_size_for_grid(model.default_grid)
+        except (AttributeError, GaspError):
+            raise ConfigError(f"no frame size near {height}x{width} px is accepted by the model") from None
     if size == (height, width):
         return frames
     return np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.BILINEAR)) for f in frames])
