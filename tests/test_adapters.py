@@ -235,3 +235,19 @@ def test_peft_wraps_only_the_llm():
     wrapped = [n for n, m in model.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)]
     assert len(wrapped) == len(names) == 7 * adapter.num_layers
     assert all(".language_model.layers." in n for n in wrapped)
+
+
+def test_tied_orthogonal_qk_init():
+    adapter = from_preset("tiny-qwen2.5-vl", qk_init="tied_orthogonal", num_kv_heads=4)
+    plain = from_preset("tiny-qwen2.5-vl", num_kv_heads=4)
+    for i in range(len(adapter.decoder_layers())):
+        qk = adapter.qk_projections(i)
+        w = qk.q_proj.weight
+        assert torch.equal(w, qk.k_proj.weight)
+        torch.testing.assert_close(w @ w.T, torch.eye(w.shape[0]), atol=1e-5, rtol=0)
+        assert not qk.q_proj.bias.any() and not qk.k_proj.bias.any()
+        assert not torch.equal(plain.qk_projections(i).q_proj.weight, plain.qk_projections(i).k_proj.weight)
+    with pytest.raises(ConfigError, match="num_kv_heads"):
+        from_preset("tiny-qwen2.5-vl", qk_init="tied_orthogonal")  # 2 kv heads, 4 query heads
+    with pytest.raises(ConfigError, match="qk_init"):
+        from_preset("tiny-qwen2.5-vl", qk_init="eye")

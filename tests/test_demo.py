@@ -85,3 +85,19 @@ def test_acceptance_checks_read_the_best_layer():
     assert not checks["gasp Y(dt) >= 0.75 for every dt <= 8"]
     assert not checks["gasp best-layer PCK >= corr_only's - 0.02"]
     assert checks["gasp best-layer PCK >= identity + 0.10"]  # 0.7 >= 0.5 + 0.1 still holds
+
+
+def test_the_three_demo_models_share_the_recipe(tmp_path):
+    from gasp.demo import MODELS, train_config
+
+    cfg = DemoConfig(output_dir=str(tmp_path))
+    configs = {name: train_config(cfg, name, tmp_path / "data").to_dict() for name in MODELS}
+    for c in configs.values():
+        assert c["finetune"] == "full" and c["qk_init"] == "tied_orthogonal" and c["freeze_qk"]
+        assert c["model_overrides"] == ("num_kv_heads=4",)
+    varying = {"mode", "output_dir"}
+    first = {k: v for k, v in configs["baseline"].items() if k not in varying}
+    for c in configs.values():
+        assert {k: v for k, v in c.items() if k not in varying} == first
+    assert [configs[n]["mode"] for n in MODELS] == ["lm_only", "corr_only", "full"]
+    assert min(cfg.grid) >= 16 and cfg.delta == 2 and cfg.radius >= 16

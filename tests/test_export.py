@@ -63,3 +63,28 @@ def test_export_errors(run_dir, tmp_path):
     (tmp_path / "busy" / "f").write_text("x")
     with pytest.raises(ConfigError, match="--overwrite"):
         export(run_dir, tmp_path / "busy")
+
+
+@pytest.mark.slow
+def test_full_finetune_export_loads_with_stock_transformers(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from gasp.export import load_trained
+    from gasp.training.checkpoint import read_state, resolve_checkpoint
+
+    data = prepare_tiny(tmp_path / "data", sequences=2, max_frames=3)
+    run = tmp_path / "run"
+    train(debug_config(data, run, max_steps=2, lr=2e-2, lm_fraction=0.0, finetune="full"))
+    ckpt = resolve_checkpoint(run)
+    assert not (ckpt / "adapter").exists()
+    out = export(run, tmp_path / "export")
+    exported = AutoModelForImageTextToText.from_pretrained(str(out)).eval()
+    base = AutoModelForImageTextToText.from_pretrained(str(run / "base")).eval()
+    names, base_names = dict(exported.named_parameters()), dict(base.named_parameters())
+    assert type(exported) is type(base) and list(names) == list(base_names)
+    assert sum(p.numel() for p in names.values()) == sum(p.numel() for p in base_names.values())
+    changed = [n for n in names if not torch.equal(names[n], base_names[n])]
+    assert any("visual" in n for n in changed) and any(".layers." in n and "visual" not in n for n in changed)
+    trained = load_trained(ckpt, read_state(ckpt)).model
+    for n, p in trained.named_parameters():
+        assert torch.equal(p, names[n]), n

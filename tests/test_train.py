@@ -259,3 +259,54 @@ def test_optimizer_groups_and_schedule():
         rtol=1e-6,
     )
     assert all(abs(h - 4 * l) < 1e-12 for l, h in lrs)
+
+
+@pytest.mark.slow
+def test_full_finetune_trains_the_vision_tower_and_resumes(prepared, tmp_path):
+    from safetensors.torch import load_file
+
+    from gasp.models import load_adapter
+
+    kw = dict(
+        finetune="full",
+        qk_init="tied_orthogonal",
+        model_overrides=("num_kv_heads=4",),
+        freeze_qk=True,
+        lr=1e-2,
+        lm_fraction=0.0,
+    )
+    whole = train(_cfg(prepared, tmp_path / "whole", **kw))
+    first = train(_cfg(prepared, tmp_path / "split", stop_at_step=2, **kw))
+    assert first.stopped_early
+    resumed = train(_cfg(prepared, tmp_path / "split", **kw), resume=True)
+    a, b = np.array(_losses(whole.history), float), np.array(_losses(resumed.history), float)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    ckpt = whole.checkpoint
+    assert not (ckpt / "adapter").exists()
+    saved = load_file(str(ckpt / "trainable.safetensors"))
+    base = load_adapter(tmp_path / "whole" / "base").model.state_dict()
+    trained = {k[len("model.") :]: v for k, v in saved.items() if k.startswith("model.")}
+    visual = [k for k in trained if "visual" in k]
+    assert visual and all(k in base for k in trained)
+    assert any(not torch.equal(trained[k], base[k]) for k in visual)  # the vision tower trained
+    assert not any("lora" in k for k in trained)
+    qk = [k for k in base if ".layers." in k and "visual" not in k and ("q_proj" in k or "k_proj" in k)]
+    assert qk and not set(qk) & set(trained)  # --freeze-qk keeps them out of training
+    assert any(k.startswith("heads.") for k in saved)
+
+
+def test_finetune_and_qk_init_are_checked():
+    with pytest.raises(ConfigError, match="--finetune"):
+        TrainConfig(finetune="partial")
+    with pytest.raises(ConfigError, match="--qk-init"):
+        TrainConfig(qk_init="identity")
+    with pytest.raises(ConfigError, match="--model-overrides"):
+        TrainConfig(model_overrides=("num_kv_heads",))
+    assert TrainConfig(model_overrides=("num_kv_heads=4", "rope=x")).parsed_model_overrides() == {
+        "num_kv_heads": 4,
+        "rope": "x",
+    }
+    for preset in ("debug", "qwen2.5-vl-7b", "llava-next-video-7b"):
+        cfg = TrainConfig.from_name(preset)
+        assert cfg.finetune == "lora" and cfg.qk_init == "hf" and not cfg.freeze_qk

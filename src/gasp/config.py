@@ -18,6 +18,8 @@ from gasp.errors import ConfigError
 
 MODES = ("full", "corr_only", "lm_only")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+FINETUNE = ("lora", "full")
+QK_INIT = ("hf", "tied_orthogonal")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -31,6 +33,25 @@ class TrainConfig:
     # --- model
     model: str = _f(
         "tiny-qwen2.5-vl", "model: a gasp tiny preset name, a local HF checkpoint folder or a hub id"
+    )
+    model_overrides: tuple[str, ...] = _f(
+        (),
+        "KEY=VALUE build arguments of a gasp tiny preset, e.g. num_kv_heads=4 hidden_size=96 "
+        "(random-weight presets only)",
+    )
+    qk_init: str = _f(
+        "hf",
+        "init of a random-weight preset's LLM attention: hf (the transformers init) | tied_orthogonal "
+        "(W_Q = W_K orthogonal, q/k biases 0; needs num_kv_heads == num_heads)",
+    )
+    finetune: str = _f(
+        "lora",
+        "lora: LoRA on the LLM decoder (paper) | full: train every model weight, vision tower included "
+        "(small models; checkpoints hold the whole model)",
+    )
+    freeze_qk: bool = _f(
+        False,
+        "keep the LLM decoder's q_proj/k_proj fixed (full: not trained; lora: no LoRA on them)",
     )
     lora_rank: int = _f(128, "LoRA rank on the LLM decoder (paper: 128 Qwen2.5-VL, 512 LLaVA-NeXT-Video)")
     lora_alpha: float | None = _f(None, "LoRA alpha (project default: equal to --lora-rank, i.e. scale 1)")
@@ -91,6 +112,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "synthetic_grid", tuple(self.synthetic_grid))
         object.__setattr__(self, "synthetic_frames", tuple(self.synthetic_frames))
+        object.__setattr__(self, "model_overrides", tuple(self.model_overrides))
+        self.parsed_model_overrides()  # raises ConfigError on a malformed entry
         checks = [
             (self.mode in MODES, "--mode", f"one of {', '.join(MODES)}"),
             (
@@ -98,6 +121,8 @@ class TrainConfig:
                 "--mixed-precision",
                 f"one of {', '.join(MIXED_PRECISION)}",
             ),
+            (self.finetune in FINETUNE, "--finetune", f"one of {', '.join(FINETUNE)}"),
+            (self.qk_init in QK_INIT, "--qk-init", f"one of {', '.join(QK_INIT)}"),
             (self.lora_rank > 0, "--lora-rank", "> 0"),
             (self.d_emb > 0, "--d-emb", "> 0"),
             (self.tau > 0, "--tau", "> 0"),
@@ -138,6 +163,20 @@ class TrainConfig:
     @property
     def effective_lora_alpha(self) -> float:
         return float(self.lora_rank if self.lora_alpha is None else self.lora_alpha)
+
+    def parsed_model_overrides(self) -> dict[str, Any]:
+        """``model_overrides`` as build keyword arguments (ints, floats, booleans or strings).
+
+        Raises:
+            ConfigError: an entry is not ``KEY=VALUE``.
+        """
+        parsed: dict[str, Any] = {}
+        for item in self.model_overrides:
+            key, sep, text = str(item).partition("=")
+            if not sep or not key.strip() or not text.strip():
+                raise ConfigError(f"--model-overrides: expected KEY=VALUE, got {item!r}")
+            parsed[key.strip()] = _literal(text.strip())
+        return parsed
 
     @property
     def uses_heads(self) -> bool:
@@ -197,6 +236,19 @@ class TrainConfig:
         if spec in PRESETS and not Path(spec).is_file():
             return cls.from_name(spec)
         return cls.from_file(spec)
+
+
+def _literal(text: str) -> Any:
+    """``"4"`` -> 4, ``"0.5"`` -> 0.5, ``"true"`` -> True; anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 # The paper's optimisation recipe shared by both 7B presets (32 GPUs, bf16, all layers supervised).

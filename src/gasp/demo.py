@@ -4,18 +4,20 @@ Stages (finished data and training stages are skipped on a re-run, so an interru
 
 1. data: synthetic training scenes and separate held-out scenes (disjoint seeds, same camera
    motion) are prepared as shards (``gasp prepare``) under ``OUTPUT_DIR/data``;
-2. train: three tiny Qwen2.5-VL models of the same architecture, the same random initialisation and
-   the same number of steps (``gasp train``): ``baseline`` (language loss only), ``corr_only``
-   (L_LM + L_corr, the paper's ablation) and ``gasp`` (L_LM + L_corr + L_depth), under
-   ``OUTPUT_DIR/runs/NAME``;
+2. train: three tiny Qwen2.5-VL models of the same architecture, the same random initialisation, the
+   same trained parameters and the same number of steps (``gasp train``): ``baseline`` (language
+   loss only), ``corr_only`` (L_LM + L_corr, the paper's ablation) and ``gasp`` (L_LM + L_corr +
+   L_depth), under ``OUTPUT_DIR/runs/NAME``. The default recipe fine-tunes the whole tiny model
+   (vision tower included) from a tied orthogonal Q/K init (``W_Q = W_K``, kept fixed), which gives
+   the random LLM the similarity-matching attention a pretrained one has;
 3. probe: every layer of the three models on the held-out sequences (``gasp probe``);
 4. report: ``report.json``, ``summary.md``, ``analysis.png`` / ``analysis_moved.png`` (three panels:
    PCK per layer, confidence-accuracy rho, temporal robustness) and, for the baseline and GASP,
    the attention heatmap and flow-coloured match picture of one held-out query point.
 
 The figures are the paper's (Q-K attention of each layer; see docs/PROBE.md). ``report.json`` also
-lists each acceptance check of the demo with its value. The default recipe runs in about 9 minutes on
-one CPU thread; docs/PROBE.md ("Measured") gives the figures it reaches and which checks fail.
+lists each acceptance check of the demo with its value. docs/PROBE.md ("Measured") gives the default
+recipe's wall time, the figures it reaches and which checks fail.
 """
 
 from __future__ import annotations
@@ -51,26 +53,36 @@ class DemoConfig:
     output_dir: str = _f("runs/demo", "folder for data, runs, report.json, summary.md and figures")
     models: list[str] = _f(list(MODELS), "which of baseline, corr_only, gasp to train and probe")
     model: str = _f("tiny-qwen2.5-vl", "model preset (random weights; the same init for all three)")
-    steps: int = _f(400, "optimizer steps of each training (the same for all three)")
-    lr: float = _f(2e-3, "peak learning rate of the LoRA weights (heads: 4x)")
-    lora_rank: int = _f(64, "LoRA rank on the LLM decoder")
+    model_overrides: list[str] = _f(
+        ["num_kv_heads=4"], "KEY=VALUE build arguments of the preset (tied Q/K needs kv heads == heads)"
+    )
+    qk_init: str = _f(
+        "tied_orthogonal", "LLM Q/K init: tied_orthogonal (W_Q = W_K orthogonal) | hf (transformers init)"
+    )
+    finetune: str = _f("full", "full: train every model weight, vision tower included | lora")
+    freeze_qk: bool = _f(True, "keep the LLM decoder's q_proj/k_proj at their init")
+    steps: int = _f(500, "optimizer steps of each training (the same for all three)")
+    lr: float = _f(2e-3, "peak learning rate of the model weights (heads: 4x)")
+    lora_rank: int = _f(64, "LoRA rank on the LLM decoder (with --finetune lora)")
     d_emb: int = _f(64, "correspondence head output size")
     tau: float = _f(0.07, "InfoNCE / soft-argmax temperature")
+    lambda_corr: float = _f(1.0, "weight of the correspondence loss (corr_only and gasp)")
+    lambda_depth: float = _f(1.0, "weight of the depth-consistency loss (gasp)")
     lm_fraction: float = _f(
         0.0, "fraction of language-only batches (every batch carries the caption LM loss)"
     )
     warmup_steps: int = _f(10, "linear warm-up steps")
     seed: int = _f(0, "seed of the model initialisation, LoRA, heads and data order")
     grid: list[int] = _f([16, 16], "token grid GH GW of every frame")
-    train_scenes: int = _f(16, "synthetic training scenes (seeds TRAIN_SEED ...)")
+    train_scenes: int = _f(8, "synthetic training scenes (seeds TRAIN_SEED ...)")
     train_seed: int = _f(0, "first seed of the training scenes")
-    train_sequences: int = _f(8, "sequences per training scene")
+    train_sequences: int = _f(16, "sequences per training scene")
     train_frames: list[int] = _f([6, 6], "min and max frames per training sequence")
     heldout_scenes: int = _f(6, "held-out scenes (seeds HELDOUT_SEED ...), disjoint from the training seeds")
     heldout_seed: int = _f(100000, "first seed of the held-out scenes")
     heldout_sequences: int = _f(4, "sequences per held-out scene")
     heldout_frames: list[int] = _f([12, 12], "min and max frames per held-out sequence")
-    radius: int = _f(48, "frames are drawn from [anchor-R, anchor+R] (training and held-out; paper: 48)")
+    radius: int = _f(24, "frames are drawn from [anchor-R, anchor+R] (training and held-out; paper: 48)")
     delta: float = _f(2.0, "PCK threshold in token cells")
     threads: int = _f(0, "torch CPU threads (0: all cores)")
     progress: bool = _f(True, "show progress bars")
@@ -145,6 +157,12 @@ def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
 
     return TrainConfig(
         model=cfg.model,
+        model_overrides=tuple(cfg.model_overrides),
+        qk_init=cfg.qk_init,
+        finetune=cfg.finetune,
+        freeze_qk=cfg.freeze_qk,
+        lambda_corr=cfg.lambda_corr,
+        lambda_depth=cfg.lambda_depth,
         mode=MODELS[name],
         data=str(data),
         output_dir=str(Path(cfg.output_dir) / "runs" / name),
@@ -170,16 +188,19 @@ def train_model(cfg: DemoConfig, name: str, data: Path) -> float:
 
     run_dir = Path(cfg.output_dir) / "runs" / name
     timing = run_dir / "demo_timing.json"
+    tcfg = train_config(cfg, name, data)
+    recipe = json.loads(json.dumps(tcfg.to_dict()))
+    recipe.pop("progress", None)
     if timing.is_file():
         done = json.loads(timing.read_text())
-        if done.get("steps") == cfg.steps:
+        if done.get("recipe") == recipe:
             _stage(f"train {name}: done before ({done['train_seconds']:.0f} s), skipping")
             return float(done["train_seconds"])
     _stage(f"train {name} ({MODELS[name]}): {cfg.steps} steps")
     start = time.perf_counter()
-    train(train_config(cfg, name, data), resume=True)
+    train(tcfg, resume=True)
     seconds = time.perf_counter() - start
-    write_json_atomic(timing, {"steps": cfg.steps, "train_seconds": seconds})
+    write_json_atomic(timing, {"steps": cfg.steps, "recipe": recipe, "train_seconds": seconds})
     return seconds
 
 
@@ -244,7 +265,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    image_hw = tuple(from_preset(cfg.model).image_size_for_grid(tuple(cfg.grid)))
+    overrides = train_config(cfg, "baseline", out).parsed_model_overrides()
+    image_hw = tuple(from_preset(cfg.model, **overrides).image_size_for_grid(tuple(cfg.grid)))
     train_dir, heldout_dir = prepare_data(cfg, image_hw)
     seconds = {name: train_model(cfg, name, train_dir) for name in cfg.models}
     heldout = ShardReader(heldout_dir)

@@ -1,4 +1,5 @@
-"""Export a trained run as a plain Hugging Face checkpoint: LoRA merged, heads dropped.
+"""Export a trained run as a plain Hugging Face checkpoint: LoRA merged (or, for ``--finetune full``
+runs, the trained weights loaded), heads dropped.
 
 The result has exactly the base architecture (same class, parameter names and count) and is loaded by
 stock transformers, e.g. ``AutoModelForImageTextToText.from_pretrained(OUT)``: GASP adds nothing at
@@ -31,8 +32,54 @@ def _base_model(ckpt: Path, state: dict) -> str:
     raise BadInputError(f"{ckpt}: base model {ref!r} not found (and no {local})")
 
 
+def finetune_kind(state: dict) -> str:
+    """``lora`` or ``full``: how the run of a checkpoint state trained its model."""
+    return str(state.get("finetune") or state.get("config", {}).get("finetune") or "lora")
+
+
+def load_trained(ckpt: Path, state: dict):
+    """The trained model of checkpoint ``ckpt`` as a plain adapter (no peft wrapper, no heads).
+
+    LoRA runs: the base model with ``adapter/`` merged. Full fine-tuning runs: the base model with
+    every ``model.*`` tensor of ``trainable.safetensors`` loaded (frozen weights stay the base's).
+
+    Raises:
+        BadInputError: missing files, or tensors that do not fit the base model.
+    """
+    from gasp.models import load_adapter
+
+    adapter = load_adapter(_base_model(ckpt, state))
+    base_shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
+    if finetune_kind(state) == "full":
+        from safetensors.torch import load_file
+
+        path = ckpt / "trainable.safetensors"
+        if not path.is_file():
+            raise BadInputError(f"{path}: missing (a --finetune full checkpoint keeps its weights there)")
+        prefix = "model."
+        weights = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+        if not weights:
+            raise BadInputError(f"{path}: holds no model.* weights")
+        result = adapter.model.load_state_dict(weights, strict=False)
+        if result.unexpected_keys:
+            raise BadInputError(f"{path}: tensors not in the base model, e.g. {result.unexpected_keys[:3]}")
+    else:
+        from peft import PeftModel
+
+        if not (ckpt / "adapter" / "adapter_config.json").is_file():
+            raise BadInputError(f"{ckpt / 'adapter'}: missing LoRA adapter files")
+        peft_model = PeftModel.from_pretrained(adapter.model, str(ckpt / "adapter"))
+        adapter.model = peft_model.merge_and_unload()
+    shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
+    if shapes != base_shapes:
+        extra = sorted(set(shapes) - set(base_shapes))[:3]
+        missing = sorted(set(base_shapes) - set(shapes))[:3]
+        raise BadInputError(f"{ckpt}: trained model differs from the base (extra {extra}, missing {missing})")
+    return adapter
+
+
 def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
-    """Merge the LoRA of ``checkpoint`` into its base model and save it to ``output_dir``.
+    """Save the trained model of ``checkpoint`` (LoRA merged, or full fine-tuning weights) to ``output_dir``.
 
     Args:
         checkpoint: a checkpoint folder or a run folder (its newest checkpoint).
@@ -43,29 +90,15 @@ def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = Fal
         The output folder.
 
     Raises:
-        BadInputError: no checkpoint / base model; the merged model's parameters differ from the base's.
+        BadInputError: no checkpoint / base model; the trained model's parameters differ from the base's.
         ConfigError: ``output_dir`` exists and ``overwrite`` is False.
     """
-    from peft import PeftModel
-
-    from gasp.models import load_adapter
-
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--output-dir {out} exists and is not empty; pass --overwrite to replace it")
     ckpt = resolve_checkpoint(checkpoint)
     state = read_state(ckpt)
-    adapter = load_adapter(_base_model(ckpt, state))
-    base_shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
-    if not (ckpt / "adapter" / "adapter_config.json").is_file():
-        raise BadInputError(f"{ckpt / 'adapter'}: missing LoRA adapter files")
-    peft_model = PeftModel.from_pretrained(adapter.model, str(ckpt / "adapter"))
-    adapter.model = peft_model.merge_and_unload()
-    merged_shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
-    if merged_shapes != base_shapes:
-        extra = sorted(set(merged_shapes) - set(base_shapes))[:3]
-        missing = sorted(set(base_shapes) - set(merged_shapes))[:3]
-        raise BadInputError(f"{ckpt}: merged model differs from the base (extra {extra}, missing {missing})")
+    adapter = load_trained(ckpt, state)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     adapter.save_pretrained(tmp)
@@ -81,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="checkpoint folder, or a run folder (its newest checkpoint is used)",
     )
-    parser.add_argument("--output-dir", required=True, help="where to write the merged HF checkpoint")
+    parser.add_argument("--output-dir", required=True, help="where to write the trained HF checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
 
 

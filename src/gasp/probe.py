@@ -479,9 +479,10 @@ def draw_pictures(
 def load_model(spec: str | Path) -> tuple[Any, Any, float | None]:
     """``(adapter, heads or None, head temperature or None)`` for what ``--model`` names.
 
-    A `gasp train` run or checkpoint folder (``state.json``) gives its base model with the LoRA merged
-    and its correspondence heads; anything else goes to ``gasp.models.load_adapter`` (a preset name,
-    a HF checkpoint folder such as a `gasp export` output, or a hub id).
+    A `gasp train` run or checkpoint folder (``state.json``) gives its trained model (LoRA merged, or
+    the full fine-tuning weights; ``gasp.export.load_trained``) and its correspondence heads;
+    anything else goes to ``gasp.models.load_adapter`` (a preset name, a HF checkpoint folder such
+    as a `gasp export` output, or a hub id).
     """
     from gasp.models import load_adapter
     from gasp.training.checkpoint import list_checkpoints
@@ -489,18 +490,15 @@ def load_model(spec: str | Path) -> tuple[Any, Any, float | None]:
     path = Path(spec)
     if not (path / "state.json").is_file() and not list_checkpoints(path):
         return load_adapter(str(spec)), None, None
-    from peft import PeftModel
     from safetensors.torch import load_file
 
-    from gasp.export import _base_model
+    from gasp.export import load_trained
     from gasp.models.heads import CorrespondenceHeads
     from gasp.training.checkpoint import read_state, resolve_checkpoint
 
     ckpt = resolve_checkpoint(path)
     state = read_state(ckpt)
-    adapter = load_adapter(_base_model(ckpt, state))
-    if (ckpt / "adapter" / "adapter_config.json").is_file():
-        adapter.model = PeftModel.from_pretrained(adapter.model, str(ckpt / "adapter")).merge_and_unload()
+    adapter = load_trained(ckpt, state)
     info = state.get("heads")
     if not info:
         return adapter, None, None

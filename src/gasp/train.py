@@ -1,4 +1,5 @@
-"""Train a VLM with GASP: LoRA on the LLM decoder, a correspondence head at every supervised layer,
+"""Train a VLM with GASP: LoRA on the LLM decoder (or, with --finetune full, every weight of a small
+model), a correspondence head at every supervised layer,
 L = L_LM + lambda_corr * L_corr + lambda_depth * L_depth (see docs/TRAINING.md).
 
 Runs on one CPU or many GPUs through accelerate; every config field is a flag and overrides the
@@ -82,11 +83,16 @@ def _load_base(cfg: TrainConfig, out: Path, accelerator, dtype: torch.dtype | No
     need its exact weights) and every process loads that copy."""
     from gasp.models import PRESETS, from_preset, load_adapter
 
+    overrides = cfg.parsed_model_overrides()
     if cfg.model not in PRESETS:
+        if overrides or cfg.qk_init != "hf":
+            raise ConfigError(
+                f"--model-overrides/--qk-init apply to random-weight presets only, not to {cfg.model!r}"
+            )
         return load_adapter(cfg.model, dtype=dtype), cfg.model
     base = out / "base"
     if accelerator.is_main_process and not (base / "config.json").is_file():
-        adapter = from_preset(cfg.model)
+        adapter = from_preset(cfg.model, qk_init=cfg.qk_init, **overrides)
         tmp = out / "base.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         adapter.save_pretrained(tmp)
@@ -116,6 +122,8 @@ def apply_lora(adapter, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = adapter.lora_target_modules()
+    if cfg.freeze_qk:
+        targets = [t for t in targets if t.rsplit(".", 1)[-1] not in ("q_proj", "k_proj")]
     config = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.effective_lora_alpha,
@@ -137,8 +145,28 @@ def apply_lora(adapter, cfg: TrainConfig):
     return peft_model
 
 
+def frozen_qk_names(adapter) -> set[str]:
+    """Parameter names (in ``adapter.model``) of the LLM decoder's q_proj/k_proj weights and biases."""
+    path_of = {id(m): n for n, m in adapter.model.named_modules()}
+    names = set()
+    for i in range(len(adapter.decoder_layers())):
+        qk = adapter.qk_projections(i)
+        for proj in (qk.q_proj, qk.k_proj):
+            names.update(f"{path_of[id(proj)]}.{n}" for n, _ in proj.named_parameters())
+    return names
+
+
+def apply_full(adapter, cfg: TrainConfig) -> None:
+    """``--finetune full``: every model parameter trains (vision tower included), except the decoder's
+    q_proj/k_proj with ``--freeze-qk``."""
+    frozen = frozen_qk_names(adapter) if cfg.freeze_qk else set()
+    for name, param in adapter.model.named_parameters():
+        param.requires_grad_(name not in frozen)
+
+
 def build_optimizer(objective, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with two groups: LoRA at ``cfg.lr`` and the heads at ``cfg.lr * cfg.head_lr_mult``."""
+    """AdamW with two groups: the model's trainable weights (LoRA, or every weight with
+    ``--finetune full``) at ``cfg.lr`` and the heads at ``cfg.lr * cfg.head_lr_mult``."""
     head_params = [p for p in objective.heads.parameters()] if objective.heads is not None else []
     head_ids = {id(p) for p in head_params}
     lora_params = [p for p in objective.model.parameters() if p.requires_grad and id(p) not in head_ids]
@@ -161,7 +189,8 @@ def build_scheduler(optimizer, cfg: TrainConfig):
 
 
 def trainable_state(objective) -> dict[str, torch.Tensor]:
-    """LoRA + head parameters by name (what a checkpoint must restore)."""
+    """Trainable model (LoRA, or all weights with ``--finetune full``) + head parameters by name
+    (what a checkpoint must restore)."""
     return {n: p.detach().cpu().contiguous() for n, p in objective.named_parameters() if p.requires_grad}
 
 
@@ -227,7 +256,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         data_dir = out / "data"
 
     torch.manual_seed(cfg.seed)
-    peft_model = apply_lora(adapter, cfg)
+    peft_model = apply_lora(adapter, cfg) if cfg.finetune == "lora" else None
+    if peft_model is None:
+        apply_full(adapter, cfg)
     if cfg.gradient_checkpointing:
         adapter.model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False}
@@ -295,7 +326,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         accelerator.wait_for_everyone()
         torch.save(ckpt.rng_state(), tmp / f"rng-rank{rank}.pt")
         if accelerator.is_main_process:
-            peft_model.save_pretrained(str(tmp / "adapter"))
+            if peft_model is not None:
+                peft_model.save_pretrained(str(tmp / "adapter"))
             save_file(trainable_state(objective), str(tmp / "trainable.safetensors"))
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -305,6 +337,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     "step": step,
                     "consumed": stream.consumed,
                     "base_model": base_ref,
+                    "finetune": cfg.finetune,
                     "config": cfg.to_dict(),
                     "heads": None if heads is None else {"layers": heads.layers, "d_emb": heads.d_emb},
                 },

@@ -15,8 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from gasp.errors import ConfigError
 from gasp.models.base import VLMAdapter, adapter_class
+
+QK_INITS = ("hf", "tied_orthogonal")
+"""``from_preset(qk_init=...)`` choices: the transformers init, or tied orthogonal Q/K."""
 
 
 @dataclass(frozen=True)
@@ -87,17 +92,58 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def from_preset(name: str, **overrides: Any) -> VLMAdapter:
+def from_preset(name: str, qk_init: str = "hf", **overrides: Any) -> VLMAdapter:
     """Build the adapter of preset ``name`` with random weights; ``overrides`` change build kwargs.
 
+    Args:
+        name: a key of ``PRESETS``.
+        qk_init: ``hf`` keeps the transformers init; ``tied_orthogonal`` re-initialises the LLM
+            decoder's query/key projections (see ``tie_qk_orthogonal``).
+        **overrides: keyword arguments of the family's ``build`` (``hidden_size``, ``seed``, ...).
+
     Raises:
-        ConfigError: unknown preset (the message lists the valid names) or unknown override.
+        ConfigError: unknown preset (the message lists the valid names), unknown override or
+            ``qk_init``, or ``tied_orthogonal`` with fewer key/value heads than query heads.
     """
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+    if qk_init not in QK_INITS:
+        raise ConfigError(f"qk_init must be one of {', '.join(QK_INITS)}, got {qk_init!r}")
     preset = PRESETS[name]
     cls = adapter_class(preset.family)
     try:
-        return cls.build(**{**preset.kwargs, **overrides})
+        adapter = cls.build(**{**preset.kwargs, **overrides})
     except TypeError as err:
         raise ConfigError(f"preset {name!r}: bad override ({err})") from err
+    if qk_init == "tied_orthogonal":
+        tie_qk_orthogonal(adapter)
+    return adapter
+
+
+@torch.no_grad()
+def tie_qk_orthogonal(adapter: VLMAdapter) -> None:
+    """Set ``W_Q = W_K`` = one random orthogonal matrix (gain 1) and zero q/k biases, in every LLM
+    decoder layer (in place; draws from the torch RNG).
+
+    Then the pre-rotary Q-K score of two tokens is the dot product of their normalised hidden states,
+    so attention starts out matching similar tokens: an inductive bias a pretrained LLM has and a
+    random one lacks. Weights are ``(num_heads * head_dim, hidden)``; orthogonal means orthonormal
+    rows when ``num_heads * head_dim <= hidden`` (orthonormal columns otherwise).
+
+    Raises:
+        ConfigError: ``num_kv_heads != num_heads`` (grouped-query attention cannot tie Q and K).
+    """
+    for index in range(len(adapter.decoder_layers())):
+        qk = adapter.qk_projections(index)
+        if qk.num_kv_heads != qk.num_heads or qk.q_proj.weight.shape != qk.k_proj.weight.shape:
+            raise ConfigError(
+                f"qk_init tied_orthogonal needs num_kv_heads == num_heads, got {qk.num_kv_heads} key/value "
+                f"and {qk.num_heads} query heads (pass num_kv_heads={qk.num_heads})"
+            )
+        weight = torch.empty_like(qk.q_proj.weight, dtype=torch.float32)
+        torch.nn.init.orthogonal_(weight, gain=1.0)
+        qk.q_proj.weight.copy_(weight)
+        qk.k_proj.weight.copy_(weight)
+        for proj in (qk.q_proj, qk.k_proj):
+            if proj.bias is not None:
+                proj.bias.zero_()

@@ -2,12 +2,14 @@
 
 A checkpoint folder holds::
 
-    adapter/              peft LoRA weights (adapter_model.safetensors + adapter_config.json)
-    heads.safetensors     correspondence heads (absent for language-only runs)
+    adapter/              peft LoRA weights (adapter_model.safetensors + adapter_config.json);
+                          absent for ``--finetune full`` runs
+    trainable.safetensors every trained tensor by name: ``model.*`` (the LoRA weights, or with
+                          ``--finetune full`` every trained model weight) and ``heads.*``
     optimizer.pt          optimizer state
     scheduler.pt          LR scheduler state
     rng-rank{r}.pt        python / numpy / torch (/ CUDA) RNG states of every process
-    state.json            step, sequences consumed, base model folder, the TrainConfig
+    state.json            step, sequences consumed, base model folder, finetune kind, the TrainConfig
 
 It is written to ``step-XXXXXXX.tmp`` and renamed, so a folder without ``.tmp`` is always complete;
 only the newest ``keep_last`` are kept. The base model is stored once per run under
