@@ -310,3 +310,42 @@ def test_finetune_and_qk_init_are_checked():
     for preset in ("debug", "qwen2.5-vl-7b", "llava-next-video-7b"):
         cfg = TrainConfig.from_name(preset)
         assert cfg.finetune == "lora" and cfg.qk_init == "hf" and not cfg.freeze_qk
+
+
+def _qa_annotations(root):
+    """Three image QA records (LLaVA format) and one whose image is missing."""
+    from PIL import Image
+
+    records = []
+    for i in range(3):
+        Image.new("RGB", (40 + 8 * i, 30), (60 * i, 120, 200)).save(root / f"img{i}.png")
+        conv = [
+            {"from": "human", "value": f"<image>\nWhat colour is picture {i}?"},
+            {"from": "gpt", "value": "Blue."},
+        ]
+        records.append({"id": f"qa{i}", "image": f"img{i}.png", "conversations": conv})
+    records.append({"id": "gone", "image": "missing.png", "conversations": records[0]["conversations"]})
+    path = root / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.slow
+def test_general_qa_feeds_language_only_batches_and_resumes(prepared, tmp_path, monkeypatch):
+    qa = _qa_annotations(tmp_path)
+    used = []
+    real = tdata.make_qa_batch
+    monkeypatch.setattr(
+        tdata, "make_qa_batch", lambda adapter, samples: used.extend(samples) or real(adapter, samples)
+    )
+    kw = dict(qa_data=str(qa), lm_fraction=0.5)
+    whole = train(_cfg(prepared, tmp_path / "whole", **kw))
+    assert len(used) == 2 and {s.id for s in used} <= {"qa0", "qa1", "qa2"}  # steps 2 and 4 are language-only
+    assert all(s.frames.shape[1:] == (32, 32, 3) and s.answer == "Blue." for s in used)
+    train(_cfg(prepared, tmp_path / "split", stop_at_step=2, **kw))
+    saved = json.loads((tmp_path / "split" / "checkpoints" / "step-0000002" / "qa-rank0.json").read_text())
+    assert saved["consumed"] >= 1
+    resumed = train(_cfg(prepared, tmp_path / "split", **kw), resume=True)
+    assert [s.id for s in used[2:]] == [s.id for s in used[:2]]  # the same QA samples, in the same order
+    a, b = np.array(_losses(whole.history), float), np.array(_losses(resumed.history), float)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

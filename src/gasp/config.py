@@ -84,6 +84,15 @@ class TrainConfig:
         "fraction of batches that are language-only caption samples (no heads); "
         "geometric batches also carry a caption answer (project default)",
     )
+    qa_data: str = _f(
+        "",
+        "general QA annotations (LLaVA-Video-178K / OneVision JSON or JSONL, docs/DATA_FORMATS.md) that "
+        "feed the language-only batches; empty: those batches reuse the geometric sequences' captions",
+    )
+    qa_media_root: str = _f(
+        "", "folder the QA media paths are relative to (empty: the annotation file's folder)"
+    )
+    qa_frames: int = _f(8, "frames sampled from each QA video")
     prompt: str = _f(
         "These are frames of a video. Describe the scene in one sentence.",
         "prompt of every training sample; the answer is the scene caption",
@@ -130,6 +139,7 @@ class TrainConfig:
             (self.lambda_corr >= 0 and self.lambda_depth >= 0, "--lambda-corr/--lambda-depth", ">= 0"),
             (self.head_lr_mult > 0, "--head-lr-mult", "> 0"),
             (0.0 <= self.lm_fraction <= 1.0, "--lm-fraction", "in [0, 1]"),
+            (self.qa_frames >= 1, "--qa-frames", ">= 1"),
             (self.synthetic_scenes > 0, "--synthetic-scenes", "> 0"),
             (self.batch_size > 0, "--batch-size", "> 0"),
             (self.grad_accum > 0, "--grad-accum", "> 0"),

@@ -225,8 +225,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from tqdm import tqdm
 
     from gasp.models.heads import CorrespondenceHeads
-    from gasp.training.data import SequenceStream, is_language_only, make_batch
+    from gasp.training.data import SequenceStream, is_language_only, make_batch, make_qa_batch
     from gasp.training.objective import GaspObjective
+    from gasp.training.qa_data import QASource
 
     mp = _mixed_precision(cfg)
     accelerator = Accelerator(
@@ -281,7 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     optimizer = build_optimizer(objective, cfg)
     scheduler = build_scheduler(optimizer, cfg)
 
-    step, consumed = 0, 0
+    step, consumed, qa_consumed = 0, 0, 0
     if previous:
         last = previous[-1]
         state = ckpt.read_state(last)
@@ -300,6 +301,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if rng_file.is_file():
             ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
         step, consumed = int(state["step"]), int(state["consumed"])
+        qa_file = last / f"qa-rank{rank}.json"
+        if qa_file.is_file():
+            qa_consumed = int(json.loads(qa_file.read_text())["consumed"])
         if accelerator.is_main_process:
             log.info("resumed from %s (step %d)", last, step)
 
@@ -307,6 +311,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     model.train()
     stream = SequenceStream(str(data_dir), cfg.batch_size, cfg.seed, consumed, rank, world)
     _check_grid(adapter, stream.reader, data_dir, cfg.model)
+    qa = None
+    if cfg.qa_data:
+        qa = QASource(
+            cfg.qa_data,
+            cfg.qa_media_root or Path(cfg.qa_data).parent,
+            image_size=tuple(stream.reader.image_size),
+            num_frames=cfg.qa_frames,
+            rank=rank,
+            world_size=world,
+            seed=cfg.seed,
+            start=qa_consumed,
+        )
     trainable = [p for p in objective.parameters() if p.requires_grad]
 
     metrics_path = out / METRICS
@@ -325,6 +341,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             ckpt.begin(out, step)
         accelerator.wait_for_everyone()
         torch.save(ckpt.rng_state(), tmp / f"rng-rank{rank}.pt")
+        if qa is not None:  # each process has its own position in its share of the QA records
+            (tmp / f"qa-rank{rank}.json").write_text(json.dumps({"consumed": qa.consumed}))
         if accelerator.is_main_process:
             if peft_model is not None:
                 peft_model.save_pretrained(str(tmp / "adapter"))
@@ -367,9 +385,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             tokens = 0
             for micro in range(cfg.grad_accum):
                 g = step * cfg.grad_accum + micro
-                geometric = cfg.uses_heads and not is_language_only(g, cfg.lm_fraction)
-                mine, num_frames = stream.next_batch()
-                batch = make_batch(adapter, mine, cfg.prompt, geometric, num_frames)
+                language_only = is_language_only(g, cfg.lm_fraction)
+                if qa is not None and language_only:
+                    batch = make_qa_batch(adapter, [next(qa) for _ in range(cfg.batch_size)])
+                else:
+                    mine, num_frames = stream.next_batch()
+                    geometric = cfg.uses_heads and not language_only
+                    batch = make_batch(adapter, mine, cfg.prompt, geometric, num_frames)
                 tokens += batch.num_visual_tokens
                 inputs = {k: v.to(accelerator.device) for k, v in batch.inputs.items()}
                 targets = None

@@ -168,3 +168,17 @@ def make_batch(
         targets[C.MATCH_DEPTH] = targets[C.MATCH_DEPTH].float()
         targets[C.TOKEN_DEPTH] = targets[C.TOKEN_DEPTH].float()
     return Batch(inputs, batch.visual_positions, targets, ids, b * nf * gh * gw)
+
+
+def make_qa_batch(adapter, samples: list) -> Batch:
+    """A language-only micro-batch of general QA samples (:class:`gasp.training.qa_data.QASample`).
+
+    Samples are cut to the smallest frame count of the micro-batch; the answer is supervised, the
+    heads are off (no targets).
+    """
+    f = min(int(s.frames.shape[0]) for s in samples)
+    batch = adapter.build_inputs(
+        [s.frames[:f] for s in samples], [s.prompt for s in samples], [s.answer for s in samples]
+    )
+    b, nf, gh, gw = batch.visual_positions.shape
+    return Batch(dict(batch.inputs), batch.visual_positions, None, [s.id for s in samples], b * nf * gh * gw)
