@@ -101,3 +101,22 @@ def test_the_three_demo_models_share_the_recipe(tmp_path):
         assert {k: v for k, v in c.items() if k not in varying} == first
     assert [configs[n]["mode"] for n in MODELS] == ["lm_only", "corr_only", "full"]
     assert min(cfg.grid) >= 16 and cfg.delta == 2 and cfg.radius >= 16
+
+
+def test_a_stopped_training_stops_the_demo_and_is_not_marked_done(tmp_path, monkeypatch):
+    import gasp.train
+    from gasp.demo import train_model
+    from gasp.train import TrainResult
+
+    calls = []
+
+    def stopped(tcfg, resume=False):
+        calls.append(resume)
+        return TrainResult(history=[], checkpoint=tmp_path / "step-0000026", stopped_early=True)
+
+    monkeypatch.setattr(gasp.train, "train", stopped)
+    cfg = DemoConfig(output_dir=str(tmp_path / "demo"), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(cfg, "corr_only", tmp_path / "data")
+    assert calls == [True]  # the demo always resumes what an earlier run left
+    assert not (tmp_path / "demo" / "runs" / "corr_only" / "demo_timing.json").exists()

@@ -198,7 +198,13 @@ def train_model(cfg: DemoConfig, name: str, data: Path) -> float:
             return float(done["train_seconds"])
     _stage(f"train {name} ({MODELS[name]}): {cfg.steps} steps")
     start = time.perf_counter()
-    train(tcfg, resume=True)
+    result = train(tcfg, resume=True)
+    if result.stopped_early:
+        # A signal (SIGTERM) made the trainer checkpoint and stop: the stage is NOT done. Stop the demo
+        # here; the same command resumes this training from its checkpoint.
+        where = result.checkpoint.name if result.checkpoint else "its last checkpoint"
+        _stage(f"train {name}: stopped at {where}; run the same `gasp demo` command again to continue")
+        raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     write_json_atomic(timing, {"steps": cfg.steps, "recipe": recipe, "train_seconds": seconds})
     return seconds
