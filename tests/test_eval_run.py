@@ -106,6 +106,19 @@ def test_generation_resumes_after_interruption(tmp_path):
     assert generate_predictions(adapter, "vsibench", questions, tmp_path, path, progress=False) == 0
 
 
+def _all_angles_questions(tmp_path, shared_data, n):
+    """The first ``n`` real All-Angles questions, with small generated views of odd sizes."""
+    records = json.loads((shared_data / "all_angles_bench/data.derived.json").read_text())[:n]
+    aa_file = tmp_path / "aa.json"
+    aa_file.write_text(json.dumps(records))
+    images = tmp_path / "images"
+    for r in records:
+        for k, rel in enumerate(r["image_path"]):
+            (images / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (96 + 8 * k, 64), (30 * k, 90, 200)).save(images / rel)
+    return records, aa_file, images
+
+
 @pytest.mark.slow
 def test_tiny_model_on_real_questions(tmp_path, shared_data):
     pytest.importorskip("gasp.models")
@@ -132,14 +145,7 @@ def test_tiny_model_on_real_questions(tmp_path, shared_data):
     assert results["num_questions"] == 3 and 0.0 <= results["overall"] <= 100.0
     assert (out / "results.png").exists()
 
-    records = json.loads((shared_data / "all_angles_bench/data.derived.json").read_text())[:3]
-    aa_file = tmp_path / "aa.json"
-    aa_file.write_text(json.dumps(records))
-    images = tmp_path / "images"
-    for r in records:
-        for k, rel in enumerate(r["image_path"]):
-            (images / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (96 + 8 * k, 64), (30 * k, 90, 200)).save(images / rel)
+    records, aa_file, images = _all_angles_questions(tmp_path, shared_data, 3)
     out = tmp_path / "aa_out"
     args = [
         "eval",
@@ -180,14 +186,7 @@ def test_every_family_answers_real_all_angles_questions(tmp_path, shared_data, p
     from gasp.models.presets import PRESETS
 
     assert preset in PRESETS
-    records = json.loads((shared_data / "all_angles_bench/data.derived.json").read_text())[:2]
-    aa_file = tmp_path / "aa.json"
-    aa_file.write_text(json.dumps(records))
-    images = tmp_path / "images"
-    for r in records:
-        for k, rel in enumerate(r["image_path"]):
-            (images / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (96 + 8 * k, 64), (30 * k, 90, 200)).save(images / rel)
+    records, aa_file, images = _all_angles_questions(tmp_path, shared_data, 2)
     out = tmp_path / "out"
     args = ["eval", "run", "--benchmark", "all-angles", "--model", preset, "--questions", str(aa_file)]
     assert main([*args, "--media-root", str(images), "--output-dir", str(out), "--batch-size", "2"]) == 0
