@@ -47,6 +47,13 @@ def _converter(tp: Any):
     return str, None
 
 
+def option(default: Any, help: str) -> Any:
+    """A dataclass field carrying its ``--help`` text; a list default is copied for every instance."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default

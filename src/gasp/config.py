@@ -10,20 +10,17 @@ project defaults and say so in their help text.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gasp.cli_args import option as _f
 from gasp.errors import ConfigError
 
 MODES = ("full", "corr_only", "lm_only")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 FINETUNE = ("lora", "full")
 QK_INIT = ("hf", "tied_orthogonal")
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)

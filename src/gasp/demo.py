@@ -27,23 +27,18 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gasp.cli_args import option as _f
 from gasp.data.shards import write_json_atomic
 from gasp.errors import ConfigError
 
 MODELS = {"baseline": "lm_only", "corr_only": "corr_only", "gasp": "full"}
 """Demo model name -> ``gasp train --mode``."""
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
