@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from test_eval_allangles import _record
 
 from gasp.cli import main
 from gasp.errors import BadInputError
@@ -22,19 +23,7 @@ def _jsonl(path, records):
 @pytest.fixture
 def aa_questions(tmp_path):
     records = [
-        dict(
-            index=i,
-            folder="f",
-            category=c,
-            pair_idx=p,
-            sourced_dataset="x",
-            image_path=["f/a.jpg"],
-            question="Q?",
-            A="1",
-            B="2",
-            C="3",
-            answer="A",
-        )
+        _record(index=i, category=c, pair_idx=p, answer="A")
         for i, c, p in [(0, "counting", "1"), (1, "counting", "0"), (2, "manipulation", "")]
     ]
     path = tmp_path / "data.json"
