@@ -251,3 +251,6 @@ def test_tied_orthogonal_qk_init():
         from_preset("tiny-qwen2.5-vl", qk_init="tied_orthogonal")  # 2 kv heads, 4 query heads
     with pytest.raises(ConfigError, match="qk_init"):
         from_preset("tiny-qwen2.5-vl", qk_init="eye")
+    sharp = from_preset("tiny-qwen2.5-vl", qk_init="tied_orthogonal", qk_gain=2.0, num_kv_heads=4)
+    w = sharp.qk_projections(0).q_proj.weight
+    torch.testing.assert_close(w @ w.T, 4 * torch.eye(w.shape[0]), atol=1e-4, rtol=0)  # scores x gain^2

@@ -97,6 +97,7 @@ def test_texture_is_anchored_in_3d(scene):
     """The same 3D point has the same colour from another camera: render a 1x1 image from frame b whose
     single pixel ray passes through the point seen at a pixel of frame a."""
     a, b = scene.view(0), scene.view(30)
+    point_sampled, _ = scene.render(a.K, a.cam_to_world, 96, 128)  # views are antialiased; rays are not
     rng = np.random.default_rng(0)
     uv = np.stack([rng.integers(0, 128, 200), rng.integers(0, 96, 200)], -1).astype(float)
     Ta, Tb = a.cam_to_world, b.cam_to_world
@@ -115,10 +116,44 @@ def test_texture_is_anchored_in_3d(scene):
         K1 = np.array([[f, 0, -f * Xb[k, 0] / Xb[k, 2]], [0, f, -f * Xb[k, 1] / Xb[k, 2]], [0, 0, 1]])
         img, depth = scene.render(K1, Tb, 1, 1)
         assert abs(depth[0, 0] - Xb[k, 2]) < 1e-4 * Xb[k, 2]
-        same.append(np.abs(img[0, 0].astype(int) - a.image[int(uv[k, 1]), int(uv[k, 0])]).max())
+        same.append(np.abs(img[0, 0].astype(int) - point_sampled[int(uv[k, 1]), int(uv[k, 0])]).max())
     same = np.array(same)
     assert len(same) > 40
     assert np.median(same) <= 1 and (same <= 3).mean() > 0.9, same
+
+
+def test_views_are_antialiased_with_exact_centre_depth(scene):
+    """A view's pixel is the mean of its 3x3 sub-pixel rays (as a camera integrates over a pixel);
+    its depth stays the exact z of the pixel-centre ray, so the geometry does not change."""
+    v = scene.view(5)
+    s = scene.antialias
+    assert s == 3
+    fine_K = v.K.copy()
+    fine_K[:2] *= s
+    fine_K[:2, 2] += 0.5 * s - 0.5
+    fine, fine_depth = scene.render(fine_K, v.cam_to_world, 96 * s, 128 * s)  # point-sampled
+    mean = fine.reshape(96, s, 128, s, 3).astype(float).mean((1, 3))
+    assert np.abs(mean - v.image).max() <= 1.0  # rounding of the mean of unrounded colours
+    np.testing.assert_allclose(v.depth, fine_depth[1::s, 1::s], rtol=1e-6)  # the very same rays
+    centre, centre_depth = scene.render(v.K, v.cam_to_world, 96, 128)
+    np.testing.assert_allclose(v.depth, centre_depth, rtol=1e-4)  # same rays up to float32 rounding
+    assert np.abs(centre.astype(int) - v.image).mean() > 1.0  # antialiasing did change colours
+    with pytest.raises(ConfigError, match="odd"):
+        SyntheticScene(1, antialias=2)
+
+
+def test_surfaces_vary_slowly_so_repeated_patterns_differ():
+    """The colour variation is anchored to the surface and non-periodic: two points one tile period
+    apart on the floor get different colours, though the tile pattern alone repeats exactly."""
+    from gasp.data.synthetic import _tint
+
+    uv = np.random.default_rng(0).uniform(0, 4, (500, 2)).astype(np.float32)
+    t0, t1 = _tint(uv, 5), _tint(uv + np.float32(1.0), 5)
+    assert t0.min() >= 0.64 and t0.max() <= 1.36
+    assert np.abs(t0 - t1).mean() > 0.05  # one metre apart: different
+    assert np.abs(_tint(uv, 5) - t0).max() == 0  # deterministic per seed
+    near = _tint(uv + np.float32(0.01), 5)
+    assert np.abs(t0 - near).mean() < 0.02  # smooth: 1 cm apart, nearly the same
 
 
 def test_caption_is_true_to_the_layout():

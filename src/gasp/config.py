@@ -21,6 +21,7 @@ MODES = ("full", "corr_only", "lm_only")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 FINETUNE = ("lora", "full")
 QK_INIT = ("hf", "tied_orthogonal")
+VISION_INIT = ("hf", "local_offsets")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,14 @@ class TrainConfig:
         "hf",
         "init of a random-weight preset's LLM attention: hf (the transformers init) | tied_orthogonal "
         "(W_Q = W_K orthogonal, q/k biases 0; needs num_kv_heads == num_heads)",
+    )
+    qk_gain: float = _f(
+        1.0, "with --qk-init tied_orthogonal: gain of W_Q = W_K (Q-K scores scale with its square)"
+    )
+    vision_init: str = _f(
+        "hf",
+        "init of a random-weight preset's vision tower: hf | local_offsets (each attention head starts "
+        "out attending to one fixed neighbour patch; 2-D rotary ViTs: Qwen2-VL, Qwen2.5-VL, Qwen3-VL)",
     )
     finetune: str = _f(
         "lora",
@@ -129,6 +138,8 @@ class TrainConfig:
             ),
             (self.finetune in FINETUNE, "--finetune", f"one of {', '.join(FINETUNE)}"),
             (self.qk_init in QK_INIT, "--qk-init", f"one of {', '.join(QK_INIT)}"),
+            (self.vision_init in VISION_INIT, "--vision-init", f"one of {', '.join(VISION_INIT)}"),
+            (self.qk_gain > 0, "--qk-gain", "> 0"),
             (self.lora_rank > 0, "--lora-rank", "> 0"),
             (self.d_emb > 0, "--d-emb", "> 0"),
             (self.tau > 0, "--tau", "> 0"),
@@ -246,10 +257,16 @@ class TrainConfig:
 
 
 def _literal(text: str) -> Any:
-    """``"4"`` -> 4, ``"0.5"`` -> 0.5, ``"true"`` -> True; anything else stays a string."""
+    """``"4"`` -> 4, ``"0.5"`` -> 0.5, ``"true"`` -> True, ``"0,1"`` -> (0, 1) (comma-separated
+    integers: a tuple, e.g. ``fullatt_block_indexes=0,1``); anything else stays a string."""
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
+    if "," in text:
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            return text
     for kind in (int, float):
         try:
             return kind(text)

@@ -40,6 +40,21 @@ from gasp.errors import ConfigError
 MODELS = {"baseline": "lm_only", "corr_only": "corr_only", "gasp": "full"}
 """Demo model name -> ``gasp train --mode``."""
 
+DEMO_MODEL_OVERRIDES = (
+    "num_heads=1",
+    "num_kv_heads=1",
+    "patch_size=8",
+    "merge_size=1",
+    "vision_hidden_size=64",
+    "vision_heads=4",
+    "vision_intermediate_size=128",
+    "fullatt_block_indexes=0,1",
+)
+"""The demo's tiny Qwen2.5-VL: an LLM with one 64-dim attention head (tied Q/K; a real model's heads
+are 128 wide, and averaging the sharp softmaxes of 16-dim heads blurs the match), 8-px patches =
+cells, a 2-block vision tower 64 wide with 4 heads of 16 (4 rotary frequencies per axis) and full
+attention in both blocks."""
+
 
 @dataclass
 class DemoConfig:
@@ -49,10 +64,16 @@ class DemoConfig:
     models: list[str] = _f(list(MODELS), "which of baseline, corr_only, gasp to train and probe")
     model: str = _f("tiny-qwen2.5-vl", "model preset (random weights; the same init for all three)")
     model_overrides: list[str] = _f(
-        ["num_kv_heads=4"], "KEY=VALUE build arguments of the preset (tied Q/K needs kv heads == heads)"
+        list(DEMO_MODEL_OVERRIDES),
+        "KEY=VALUE build arguments of the preset (tied Q/K needs kv heads == heads)",
     )
     qk_init: str = _f(
         "tied_orthogonal", "LLM Q/K init: tied_orthogonal (W_Q = W_K orthogonal) | hf (transformers init)"
+    )
+    qk_gain: float = _f(2.0, "gain of the tied orthogonal W_Q = W_K (Q-K scores scale with its square)")
+    vision_init: str = _f(
+        "local_offsets",
+        "vision tower init: local_offsets (each head starts on one neighbour patch) | hf (transformers init)",
     )
     finetune: str = _f("full", "full: train every model weight, vision tower included | lora")
     freeze_qk: bool = _f(True, "keep the LLM decoder's q_proj/k_proj at their init")
@@ -71,7 +92,7 @@ class DemoConfig:
     grid: list[int] = _f([16, 16], "token grid GH GW of every frame")
     train_scenes: int = _f(8, "synthetic training scenes (seeds TRAIN_SEED ...)")
     train_seed: int = _f(0, "first seed of the training scenes")
-    train_sequences: int = _f(16, "sequences per training scene")
+    train_sequences: int = _f(32, "sequences per training scene")
     train_frames: list[int] = _f([6, 6], "min and max frames per training sequence")
     heldout_scenes: int = _f(6, "held-out scenes (seeds HELDOUT_SEED ...), disjoint from the training seeds")
     heldout_seed: int = _f(100000, "first seed of the held-out scenes")
@@ -128,6 +149,7 @@ def prepare_data(cfg: DemoConfig, image_hw: tuple[int, int]) -> tuple[Path, Path
                 min_frames=frames[0],
                 max_frames=frames[-1],
                 radius=cfg.radius,
+                workers=max(1, min(2, os.cpu_count() or 1)),
                 progress=cfg.progress,
             )
         )
@@ -154,6 +176,8 @@ def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
         model=cfg.model,
         model_overrides=tuple(cfg.model_overrides),
         qk_init=cfg.qk_init,
+        vision_init=cfg.vision_init,
+        qk_gain=cfg.qk_gain,
         finetune=cfg.finetune,
         freeze_qk=cfg.freeze_qk,
         lambda_corr=cfg.lambda_corr,

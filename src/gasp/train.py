@@ -85,14 +85,17 @@ def _load_base(cfg: TrainConfig, out: Path, accelerator, dtype: torch.dtype | No
 
     overrides = cfg.parsed_model_overrides()
     if cfg.model not in PRESETS:
-        if overrides or cfg.qk_init != "hf":
+        if overrides or cfg.qk_init != "hf" or cfg.vision_init != "hf" or cfg.qk_gain != 1.0:
             raise ConfigError(
-                f"--model-overrides/--qk-init apply to random-weight presets only, not to {cfg.model!r}"
+                "--model-overrides/--qk-init/--qk-gain/--vision-init apply to random-weight presets only, "
+                f"not to {cfg.model!r}"
             )
         return load_adapter(cfg.model, dtype=dtype), cfg.model
     base = out / "base"
     if accelerator.is_main_process and not (base / "config.json").is_file():
-        adapter = from_preset(cfg.model, qk_init=cfg.qk_init, **overrides)
+        adapter = from_preset(
+            cfg.model, qk_init=cfg.qk_init, vision_init=cfg.vision_init, qk_gain=cfg.qk_gain, **overrides
+        )
         tmp = out / "base.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         adapter.save_pretrained(tmp)

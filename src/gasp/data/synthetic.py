@@ -8,9 +8,15 @@ as real rooms have. A camera moves smoothly through the free space looking into 
 
 Rendering is vectorised ray casting in numpy. Every surface colour is a function of the hit point
 in world/object surface coordinates and of a fixed directional light (Lambertian), so one 3D point
-looks the same from every view. World frame: z up, the room spans ``[0, Lx] x [0, Ly] x [0, Lz]``
-metres. Cameras: camera-to-world, OpenCV axes (x right, y down, z forward); depth is z-depth in
-metres; pixel (u, v) = (column, row) with integer coordinates at pixel centres.
+looks the same from every view. Surfaces also carry a slow, non-periodic colour variation (fading,
+dirt, uneven light) anchored to the surface, so the parts of a tiled floor or a brick wall differ
+as they do in real rooms; look-alike objects share it with their original. Views are antialiased
+(``antialias`` x ``antialias`` rays per pixel, averaged, as a camera integrates light over a pixel):
+point-sampled fine textures alias into moire patterns that change with the viewpoint.
+
+World frame: z up, the room spans ``[0, Lx] x [0, Ly] x [0, Lz]`` metres. Cameras: camera-to-world,
+OpenCV axes (x right, y down, z forward); depth is z-depth in metres; pixel (u, v) = (column, row)
+with integer coordinates at pixel centres.
 """
 
 from __future__ import annotations
@@ -82,6 +88,19 @@ def _frac(x: np.ndarray) -> np.ndarray:
 
 def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a + (b - a) * t[..., None]
+
+
+TINT_AMPLITUDE = 0.35
+"""Largest relative change of each colour channel by the surface colour variation (``_tint``)."""
+TINT_FREQUENCY = 2.0
+"""Lattice frequency (per metre) of the variation's base octave (features of about 0.2-0.5 m)."""
+
+
+def _tint(uv: np.ndarray, seed: int) -> np.ndarray:
+    """Per-channel colour factors (N, 3) in ``1 +- TINT_AMPLITUDE`` at surface coordinates ``uv`` (metres)."""
+    u, v = uv[:, 0] * TINT_FREQUENCY, uv[:, 1] * TINT_FREQUENCY
+    channels = [2.0 * _fbm(u + 31.0 * c, v, seed + 11 + c, octaves=3) - 1.0 for c in range(3)]
+    return (1.0 + TINT_AMPLITUDE * np.stack(channels, -1)).astype(uv.dtype)
 
 
 # ------------------------------------------------------------------------------------ materials ----
@@ -346,6 +365,7 @@ class SyntheticScene(SceneReader):
         num_objects: furniture-like objects before look-alike copies (default 4 to 7 from the seed).
         path_length: camera travel over the video, metres (about; the path is a smooth spline).
         max_rotation_deg: largest rotation between any two frames of the video, degrees.
+        antialias: odd number of rays per pixel and axis of the rendered views (see ``render``).
     """
 
     def __init__(
@@ -358,6 +378,7 @@ class SyntheticScene(SceneReader):
         num_objects: int | None = None,
         path_length: float = 3.0,
         max_rotation_deg: float = 75.0,
+        antialias: int = 3,
     ) -> None:
         if num_frames < 1 or height < 1 or width < 1:
             raise ConfigError(
@@ -365,6 +386,9 @@ class SyntheticScene(SceneReader):
             )
         if not 10.0 <= fov_deg <= 150.0:
             raise ConfigError(f"fov_deg must be in [10, 150], got {fov_deg}")
+        if antialias < 1 or antialias % 2 == 0:
+            raise ConfigError(f"antialias must be an odd number >= 1, got {antialias}")
+        self.antialias = int(antialias)
         if num_objects is not None and not 0 <= num_objects <= 12:
             raise ConfigError(f"num_objects must be in [0, 12], got {num_objects}")
         self.seed, self.num_frames, self.height, self.width = int(seed), num_frames, height, width
@@ -435,19 +459,43 @@ class SyntheticScene(SceneReader):
         return np.where(ok, t, np.inf), np.where(ok, face, MISS).astype(np.int64)
 
     def render(
-        self, K: np.ndarray, cam_to_world: np.ndarray, height: int, width: int
+        self, K: np.ndarray, cam_to_world: np.ndarray, height: int, width: int, antialias: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         """Render one view.
 
         Args:
             K: (3, 3) intrinsics; cam_to_world: (4, 4) pose (OpenCV axes, metres).
             height, width: image size in pixels.
+            antialias: odd number of rays per pixel along each axis; a pixel's colour is the mean
+                of its ``antialias**2`` evenly spaced sub-pixel rays (1: the pixel-centre ray only).
 
         Returns:
             image (H, W, 3) uint8 RGB and depth (H, W) float32 z-depth in metres (exact ray hits
-            through pixel centres).
+            through pixel centres, whatever ``antialias``: the middle sub-pixel ray is the centre ray).
         """
+        if antialias < 1 or antialias % 2 == 0:
+            raise ConfigError(f"antialias must be an odd number >= 1, got {antialias}")
         K = np.asarray(K, dtype=np.float64)
+        s = int(antialias)
+        if s > 1:
+            # sub-pixel (i, j) of pixel (u, v) sits at u + (i + 0.5) / s - 0.5: the pixel grid of a
+            # camera with focal lengths x s and principal point (c + 0.5) s - 0.5
+            K = K.copy()
+            K[0, :] *= s
+            K[1, :] *= s
+            K[0, 2] += 0.5 * s - 0.5
+            K[1, 2] += 0.5 * s - 0.5
+        colour, depth = self._render_rays(K, cam_to_world, height * s, width * s)
+        if s > 1:
+            colour = colour.reshape(height, s, width, s, 3).mean((1, 3))
+            depth = depth[s // 2 :: s, s // 2 :: s]
+        image = np.clip(colour * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return image, np.ascontiguousarray(depth)
+
+    def _render_rays(
+        self, K: np.ndarray, cam_to_world: np.ndarray, height: int, width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Shaded colour (H, W, 3) float32 in [0, 1] and z-depth (H, W) of the pixel-centre rays."""
         T = np.asarray(cam_to_world, dtype=np.float64)
         # ray through pixel centre (u, v): R K^-1 (u, v, 1); its camera z component is 1, so the ray
         # parameter of the hit is the z-depth
@@ -468,8 +516,7 @@ class SyntheticScene(SceneReader):
         # soft darkening near the floor and the ceiling: a fixed function of the 3D point
         lz = float(self.layout.size[2])
         shade *= 0.85 + 0.15 * np.clip(np.minimum(p[:, 2], lz - p[:, 2]) * (1 / 0.6), 0, 1)
-        image = np.clip(colour * (shade[:, None] * 255.0) + 0.5, 0, 255).astype(np.uint8)
-        return image.reshape(height, width, 3), t.reshape(height, width)
+        return (colour * shade[:, None]).reshape(height, width, 3), t.reshape(height, width)
 
     def _surface_colour(self, hit: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Colour (N, 3) and normal (N, 3) of points ``p`` on surface ``hit`` (view-independent)."""
@@ -478,7 +525,8 @@ class SyntheticScene(SceneReader):
         if hit >= NUM_ROOM_FACES:
             prim = self.prims[hit - NUM_ROOM_FACES]
             uv, n = prim.surface(p)
-            return self.layout.objects[self.prim_object[hit - NUM_ROOM_FACES]].material.shade(uv), n
+            material = self.layout.objects[self.prim_object[hit - NUM_ROOM_FACES]].material
+            return np.clip(material.shade(uv) * _tint(uv, material.seed), 0, 1), n
         lay = self.layout
         n = np.zeros_like(p)
         if hit in (0, 1):
@@ -502,11 +550,11 @@ class SyntheticScene(SceneReader):
                     [(uv[m, 0] - dec.u0) / (dec.u1 - dec.u0), (uv[m, 1] - dec.v0) / (dec.v1 - dec.v0)], -1
                 )
                 colour[m] = dec.material.shade(local)
-        return colour, n
+        return np.clip(colour * _tint(uv + 13.0 * hit, self.seed * 7 + 3), 0, 1), n
 
     # -- SceneReader ----------------------------------------------------------------------------
     def _load_view(self, i: int) -> View:
-        image, depth = self.render(self.K, self.poses[i], self.height, self.width)
+        image, depth = self.render(self.K, self.poses[i], self.height, self.width, self.antialias)
         return View(
             image=image,
             depth=depth,

@@ -19,6 +19,7 @@ import torch
 
 from gasp.errors import ConfigError
 from gasp.models.base import VLMAdapter, adapter_class
+from gasp.models.vision_init import VISION_INITS, local_offset_attention
 
 QK_INITS = ("hf", "tied_orthogonal")
 """``from_preset(qk_init=...)`` choices: the transformers init, or tied orthogonal Q/K."""
@@ -92,23 +93,31 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def from_preset(name: str, qk_init: str = "hf", **overrides: Any) -> VLMAdapter:
+def from_preset(
+    name: str, qk_init: str = "hf", vision_init: str = "hf", qk_gain: float = 1.0, **overrides: Any
+) -> VLMAdapter:
     """Build the adapter of preset ``name`` with random weights; ``overrides`` change build kwargs.
 
     Args:
         name: a key of ``PRESETS``.
         qk_init: ``hf`` keeps the transformers init; ``tied_orthogonal`` re-initialises the LLM
             decoder's query/key projections (see ``tie_qk_orthogonal``).
+        qk_gain: gain of the tied orthogonal matrix (the Q-K scores scale with its square).
+        vision_init: ``hf`` keeps the transformers init; ``local_offsets`` points every vision
+            attention head at one neighbour patch (``gasp.models.vision_init``).
         **overrides: keyword arguments of the family's ``build`` (``hidden_size``, ``seed``, ...).
 
     Raises:
         ConfigError: unknown preset (the message lists the valid names), unknown override or
-            ``qk_init``, or ``tied_orthogonal`` with fewer key/value heads than query heads.
+            ``qk_init`` / ``vision_init``, ``tied_orthogonal`` with fewer key/value heads than query
+            heads, or ``local_offsets`` on a vision tower without 2-D rotary attention.
     """
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
     if qk_init not in QK_INITS:
         raise ConfigError(f"qk_init must be one of {', '.join(QK_INITS)}, got {qk_init!r}")
+    if vision_init not in VISION_INITS:
+        raise ConfigError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {vision_init!r}")
     preset = PRESETS[name]
     cls = adapter_class(preset.family)
     try:
@@ -116,19 +125,22 @@ def from_preset(name: str, qk_init: str = "hf", **overrides: Any) -> VLMAdapter:
     except TypeError as err:
         raise ConfigError(f"preset {name!r}: bad override ({err})") from err
     if qk_init == "tied_orthogonal":
-        tie_qk_orthogonal(adapter)
+        tie_qk_orthogonal(adapter, gain=qk_gain)
+    if vision_init == "local_offsets":
+        local_offset_attention(adapter.model)
     return adapter
 
 
 @torch.no_grad()
-def tie_qk_orthogonal(adapter: VLMAdapter) -> None:
-    """Set ``W_Q = W_K`` = one random orthogonal matrix (gain 1) and zero q/k biases, in every LLM
-    decoder layer (in place; draws from the torch RNG).
+def tie_qk_orthogonal(adapter: VLMAdapter, gain: float = 1.0) -> None:
+    """Set ``W_Q = W_K`` = one random orthogonal matrix times ``gain`` and zero q/k biases, in every
+    LLM decoder layer (in place; draws from the torch RNG).
 
-    Then the pre-rotary Q-K score of two tokens is the dot product of their normalised hidden states,
-    so attention starts out matching similar tokens: an inductive bias a pretrained LLM has and a
-    random one lacks. Weights are ``(num_heads * head_dim, hidden)``; orthogonal means orthonormal
-    rows when ``num_heads * head_dim <= hidden`` (orthonormal columns otherwise).
+    Then the pre-rotary Q-K score of two tokens is ``gain**2`` times the dot product of their
+    normalised hidden states, so attention starts out matching similar tokens: an inductive bias a
+    pretrained LLM has and a random one lacks; ``gain`` sets how sharp that matching is. Weights are
+    ``(num_heads * head_dim, hidden)``; orthogonal means orthonormal rows when ``num_heads *
+    head_dim <= hidden`` (orthonormal columns otherwise).
 
     Raises:
         ConfigError: ``num_kv_heads != num_heads`` (grouped-query attention cannot tie Q and K).
@@ -141,7 +153,7 @@ def tie_qk_orthogonal(adapter: VLMAdapter) -> None:
                 f"and {qk.num_heads} query heads (pass num_kv_heads={qk.num_heads})"
             )
         weight = torch.empty_like(qk.q_proj.weight, dtype=torch.float32)
-        torch.nn.init.orthogonal_(weight, gain=1.0)
+        torch.nn.init.orthogonal_(weight, gain=gain)
         qk.q_proj.weight.copy_(weight)
         qk.k_proj.weight.copy_(weight)
         for proj in (qk.q_proj, qk.k_proj):
