@@ -45,14 +45,15 @@ DEMO_MODEL_OVERRIDES = (
     "num_kv_heads=1",
     "patch_size=8",
     "merge_size=1",
-    "vision_hidden_size=64",
-    "vision_heads=4",
-    "vision_intermediate_size=128",
+    "vision_hidden_size=128",
+    "vision_heads=8",
+    "vision_intermediate_size=256",
     "fullatt_block_indexes=0,1",
 )
 """The demo's tiny Qwen2.5-VL: an LLM with one 64-dim attention head (tied Q/K; a real model's heads
 are 128 wide, and averaging the sharp softmaxes of 16-dim heads blurs the match), 8-px patches =
-cells, a 2-block vision tower 64 wide with 4 heads of 16 (4 rotary frequencies per axis) and full
+cells, a 2-block vision tower 128 wide with 8 heads of 16 (4 rotary frequencies per axis; with
+``--vision-init local_offsets`` heads 1-4 look 1-2 patches away and heads 5-8 twice as far) and full
 attention in both blocks."""
 
 
@@ -78,7 +79,10 @@ class DemoConfig:
     finetune: str = _f("full", "full: train every model weight, vision tower included | lora")
     freeze_qk: bool = _f(True, "keep the LLM decoder's q_proj/k_proj at their init")
     steps: int = _f(500, "optimizer steps of each training (the same for all three)")
-    lr: float = _f(2e-3, "peak learning rate of the model weights (heads: 4x)")
+    lr: float = _f(2e-3, "peak learning rate of the model weights")
+    head_lr_mult: float = _f(
+        0.25, "heads' learning rate = lr * this (paper: 4; slower heads make the tokens themselves match)"
+    )
     lora_rank: int = _f(64, "LoRA rank on the LLM decoder (with --finetune lora)")
     d_emb: int = _f(64, "correspondence head output size")
     tau: float = _f(0.07, "InfoNCE / soft-argmax temperature")
@@ -90,9 +94,9 @@ class DemoConfig:
     warmup_steps: int = _f(10, "linear warm-up steps")
     seed: int = _f(0, "seed of the model initialisation, LoRA, heads and data order")
     grid: list[int] = _f([16, 16], "token grid GH GW of every frame")
-    train_scenes: int = _f(8, "synthetic training scenes (seeds TRAIN_SEED ...)")
+    train_scenes: int = _f(16, "synthetic training scenes (seeds TRAIN_SEED ...)")
     train_seed: int = _f(0, "first seed of the training scenes")
-    train_sequences: int = _f(32, "sequences per training scene")
+    train_sequences: int = _f(16, "sequences per training scene")
     train_frames: list[int] = _f([6, 6], "min and max frames per training sequence")
     heldout_scenes: int = _f(6, "held-out scenes (seeds HELDOUT_SEED ...), disjoint from the training seeds")
     heldout_seed: int = _f(100000, "first seed of the held-out scenes")
@@ -189,6 +193,7 @@ def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
         d_emb=cfg.d_emb,
         tau=cfg.tau,
         lr=cfg.lr,
+        head_lr_mult=cfg.head_lr_mult,
         warmup_steps=min(cfg.warmup_steps, cfg.steps),
         max_steps=cfg.steps,
         lm_fraction=cfg.lm_fraction,
