@@ -86,7 +86,7 @@ class DemoConfig:
     lora_rank: int = _f(64, "LoRA rank on the LLM decoder (with --finetune lora)")
     d_emb: int = _f(64, "correspondence head output size")
     tau: float = _f(0.07, "InfoNCE / soft-argmax temperature")
-    lambda_corr: float = _f(1.0, "weight of the correspondence loss (corr_only and gasp)")
+    lambda_corr: float = _f(0.3, "weight of the correspondence loss (corr_only and gasp; paper: 0.3)")
     lambda_depth: float = _f(1.0, "weight of the depth-consistency loss (gasp)")
     lm_fraction: float = _f(
         0.0, "fraction of language-only batches (every batch carries the caption LM loss)"
