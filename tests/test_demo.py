@@ -93,7 +93,7 @@ def test_the_three_demo_models_share_the_recipe(tmp_path):
     cfg = DemoConfig(output_dir=str(tmp_path))
     configs = {name: train_config(cfg, name, tmp_path / "data").to_dict() for name in MODELS}
     for c in configs.values():
-        assert c["finetune"] == "full" and c["qk_init"] == "tied_orthogonal" and c["freeze_qk"]
+        assert c["finetune"] == "full" and c["qk_init"] == "tied_orthogonal" and not c["freeze_qk"]
         assert c["model_overrides"] == DEMO_MODEL_OVERRIDES and c["vision_init"] == "local_offsets"
     varying = {"mode", "output_dir"}
     first = {k: v for k, v in configs["baseline"].items() if k not in varying}

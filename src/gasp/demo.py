@@ -8,8 +8,10 @@ Stages (finished data and training stages are skipped on a re-run, so an interru
    same trained parameters and the same number of steps (``gasp train``): ``baseline`` (language
    loss only), ``corr_only`` (L_LM + L_corr, the paper's ablation) and ``gasp`` (L_LM + L_corr +
    L_depth), under ``OUTPUT_DIR/runs/NAME``. The default recipe fine-tunes the whole tiny model
-   (vision tower included) from a tied orthogonal Q/K init (``W_Q = W_K``, kept fixed), which gives
-   the random LLM the similarity-matching attention a pretrained one has;
+   (vision tower included) from a tied orthogonal Q/K init (``W_Q = W_K``), which gives the random
+   LLM the similarity-matching attention a pretrained one has, and a local-offset vision attention
+   init (``gasp.models.vision_init``), which gives its vision tower the spatial context of a
+   pretrained one;
 3. probe: every layer of the three models on the held-out sequences (``gasp probe``);
 4. report: ``report.json``, ``summary.md``, ``analysis.png`` / ``analysis_moved.png`` (three panels:
    PCK per layer, confidence-accuracy rho, temporal robustness) and, for the baseline and GASP,
@@ -41,8 +43,10 @@ MODELS = {"baseline": "lm_only", "corr_only": "corr_only", "gasp": "full"}
 """Demo model name -> ``gasp train --mode``."""
 
 DEMO_MODEL_OVERRIDES = (
-    "num_heads=1",
-    "num_kv_heads=1",
+    "hidden_size=128",
+    "intermediate_size=256",
+    "num_heads=2",
+    "num_kv_heads=2",
     "patch_size=8",
     "merge_size=1",
     "vision_hidden_size=128",
@@ -50,11 +54,11 @@ DEMO_MODEL_OVERRIDES = (
     "vision_intermediate_size=256",
     "fullatt_block_indexes=0,1",
 )
-"""The demo's tiny Qwen2.5-VL: an LLM with one 64-dim attention head (tied Q/K; a real model's heads
-are 128 wide, and averaging the sharp softmaxes of 16-dim heads blurs the match), 8-px patches =
-cells, a 2-block vision tower 128 wide with 8 heads of 16 (4 rotary frequencies per axis; with
-``--vision-init local_offsets`` heads 1-4 look 1-2 patches away and heads 5-8 twice as far) and full
-attention in both blocks."""
+"""The demo's tiny Qwen2.5-VL: an LLM 128 wide with 2 attention heads of 64 (tied Q/K needs as many
+key/value heads; averaging the softmaxes of narrow 16-dim heads blurs the probe's match, one head
+cannot express how sure a match is), 8-px patches = cells, a 2-block vision tower 128 wide with 8
+heads of 16 (4 rotary frequencies per axis; with ``--vision-init local_offsets`` heads 1-4 look 1-2
+patches away and heads 5-8 twice as far) and full attention in both blocks."""
 
 
 @dataclass
@@ -77,7 +81,7 @@ class DemoConfig:
         "vision tower init: local_offsets (each head starts on one neighbour patch) | hf (transformers init)",
     )
     finetune: str = _f("full", "full: train every model weight, vision tower included | lora")
-    freeze_qk: bool = _f(True, "keep the LLM decoder's q_proj/k_proj at their init")
+    freeze_qk: bool = _f(False, "keep the LLM decoder's q_proj/k_proj at their init")
     steps: int = _f(500, "optimizer steps of each training (the same for all three)")
     lr: float = _f(2e-3, "peak learning rate of the model weights")
     head_lr_mult: float = _f(
