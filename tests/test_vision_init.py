@@ -11,8 +11,8 @@ from gasp.models.vision_init import find_rotary_vit, head_offsets, local_offset_
 QWEN_PRESETS = ["tiny-qwen2.5-vl", "tiny-qwen2-vl", "tiny-qwen3-vl"]
 
 
-def rotary_modules(vit):
-    """The transformers functions that rotate q/k in this tower (its own module's)."""
+def rotary_function(vit):
+    """The transformers function that rotates q/k in this tower (from the tower's own module)."""
     import importlib
 
     module = importlib.import_module(type(vit).__module__)
@@ -32,7 +32,7 @@ def bias_scores(vit, block: int, grid: int) -> torch.Tensor:
     bias = attn.qkv.bias.detach()
     q = bias[:dim].view(1, heads, head_dim).expand(n, -1, -1)
     k = bias[dim : 2 * dim].view(1, heads, head_dim).expand(n, -1, -1)
-    q, k = rotary_modules(vit)(q, k, cos, sin)
+    q, k = rotary_function(vit)(q, k, cos, sin)
     return torch.einsum("nhd,mhd->hnm", q, k) * head_dim**-0.5, pos
 
 

@@ -103,6 +103,13 @@ def _tint(uv: np.ndarray, seed: int) -> np.ndarray:
     return (1.0 + TINT_AMPLITUDE * np.stack(channels, -1)).astype(uv.dtype)
 
 
+def _check_antialias(antialias: int) -> int:
+    """``antialias`` as an int; ConfigError unless it is odd and >= 1 (the middle ray is the centre)."""
+    if antialias < 1 or antialias % 2 == 0:
+        raise ConfigError(f"antialias must be an odd number >= 1, got {antialias}")
+    return int(antialias)
+
+
 # ------------------------------------------------------------------------------------ materials ----
 @dataclass
 class Material:
@@ -386,9 +393,7 @@ class SyntheticScene(SceneReader):
             )
         if not 10.0 <= fov_deg <= 150.0:
             raise ConfigError(f"fov_deg must be in [10, 150], got {fov_deg}")
-        if antialias < 1 or antialias % 2 == 0:
-            raise ConfigError(f"antialias must be an odd number >= 1, got {antialias}")
-        self.antialias = int(antialias)
+        self.antialias = _check_antialias(antialias)
         if num_objects is not None and not 0 <= num_objects <= 12:
             raise ConfigError(f"num_objects must be in [0, 12], got {num_objects}")
         self.seed, self.num_frames, self.height, self.width = int(seed), num_frames, height, width
@@ -473,10 +478,8 @@ class SyntheticScene(SceneReader):
             image (H, W, 3) uint8 RGB and depth (H, W) float32 z-depth in metres (exact ray hits
             through pixel centres, whatever ``antialias``: the middle sub-pixel ray is the centre ray).
         """
-        if antialias < 1 or antialias % 2 == 0:
-            raise ConfigError(f"antialias must be an odd number >= 1, got {antialias}")
         K = np.asarray(K, dtype=np.float64)
-        s = int(antialias)
+        s = _check_antialias(antialias)
         if s > 1:
             # sub-pixel (i, j) of pixel (u, v) sits at u + (i + 0.5) / s - 0.5: the pixel grid of a
             # camera with focal lengths x s and principal point (c + 0.5) s - 0.5

@@ -89,7 +89,7 @@ def local_offset_attention(model: nn.Module, strength: float = 8.0) -> list[list
     for index, block in enumerate(vit.blocks):
         attn = block.attn
         qkv: nn.Linear = attn.qkv
-        dim, heads = attn.dim if hasattr(attn, "dim") else qkv.in_features, attn.num_heads
+        dim, heads = qkv.in_features, attn.num_heads
         head_dim = dim // heads
         if qkv.bias is None or head_dim % 4 or inv_freq.numel() != head_dim // 4:
             raise ConfigError(
