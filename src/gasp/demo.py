@@ -348,7 +348,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = apply_overrides(DemoConfig(), args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_demo(cfg)
+    from gasp.locks import folder_lock
+
+    with folder_lock(cfg.output_dir, "demo"):
+        run_demo(cfg)
     out = Path(cfg.output_dir)
     print((out / "summary.md").read_text(encoding="utf-8"))
     print(f"wrote {out / 'report.json'}, {out / 'summary.md'}, {out / 'analysis.png'}")

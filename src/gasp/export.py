@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from gasp.errors import BadInputError, ConfigError
+from gasp.locks import folder_lock
 from gasp.training.checkpoint import read_state, resolve_checkpoint
 
 
@@ -94,6 +95,11 @@ def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = Fal
         ConfigError: ``output_dir`` exists and ``overwrite`` is False.
     """
     out = Path(output_dir)
+    with folder_lock(out, "export", beside=True):
+        return _export(checkpoint, out, overwrite)
+
+
+def _export(checkpoint: str | Path, out: Path, overwrite: bool) -> Path:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--output-dir {out} exists and is not empty; pass --overwrite to replace it")
     ckpt = resolve_checkpoint(checkpoint)

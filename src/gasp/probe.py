@@ -41,6 +41,7 @@ from gasp import constants as C
 from gasp import probe_metrics as pm
 from gasp.data.shards import write_json_atomic
 from gasp.errors import BadInputError, ConfigError
+from gasp.locks import folder_lock
 
 REPORT_FORMAT = "gasp-probe"
 DEFAULT_PROMPT = "These are frames of a video."
@@ -549,6 +550,11 @@ def run(args: argparse.Namespace) -> int:
     from gasp.cli_args import apply_overrides
 
     cfg = apply_overrides(ProbeConfig(), args)
+    with folder_lock(cfg.output_dir, "probe"):
+        return _run(cfg)
+
+
+def _run(cfg: ProbeConfig) -> int:
     out = Path(cfg.output_dir)
     if cfg.compare:
         combined = compare(cfg.compare, out)

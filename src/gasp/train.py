@@ -35,6 +35,7 @@ import torch
 from gasp.cli_args import add_dataclass_arguments, apply_overrides
 from gasp.config import TrainConfig
 from gasp.errors import BadInputError, ConfigError
+from gasp.locks import FolderBusyError, folder_lock
 from gasp.training import checkpoint as ckpt
 
 log = logging.getLogger("gasp.train")
@@ -221,8 +222,33 @@ class _StopFlag:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run (or resume) a training run described by ``cfg``; see the module docstring."""
+    """Run (or resume) a training run described by ``cfg``; see the module docstring.
+
+    The main process holds the writer lock of ``cfg.output_dir`` for the whole run; when another
+    process holds it, every process of this run stops with :class:`gasp.locks.FolderBusyError`.
+    """
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import broadcast_object_list
+
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(cfg),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    with contextlib.ExitStack() as stack:
+        refused = [""]
+        if accelerator.is_main_process:
+            try:
+                stack.enter_context(folder_lock(cfg.output_dir, "train"))
+            except FolderBusyError as exc:
+                refused = [str(exc)]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(refused)
+        if refused[0]:
+            raise FolderBusyError(refused[0])
+        return _train(cfg, resume, accelerator)
+
+
+def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
     from accelerate.utils import set_seed
     from safetensors.torch import load_file, save_file
     from tqdm import tqdm
@@ -233,9 +259,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from gasp.training.qa_data import QASource
 
     mp = _mixed_precision(cfg)
-    accelerator = Accelerator(
-        mixed_precision=mp, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
-    )
     rank, world = accelerator.process_index, accelerator.num_processes
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import logging
 import multiprocessing as mp
+import os
 import re
 import time
 from collections import Counter, OrderedDict
@@ -51,6 +52,8 @@ from gasp.geometry.cameras import fit_intrinsics, resize_depth, resize_image
 from gasp.geometry.sampling import draw_num_frames, overlap_fraction, sample_sequence
 from gasp.geometry.token_grid import token_targets
 from gasp.geometry.tracks import compute_tracks
+from gasp.locks import folder_lock
+from gasp.procs import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +460,8 @@ def run_shard_job(job: ShardJob, root: str) -> dict[str, Any]:
     return {**writer.entry, "stats": stats}
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
+    die_with_parent(parent)
     torch.set_num_threads(1)
 
 
@@ -526,13 +530,21 @@ def plan_jobs(cfg: PrepareConfig) -> list[ShardJob]:
 def prepare(config: PrepareConfig) -> PrepareSummary:
     """Prepare shards from ``config`` (resuming any finished shards in ``config.output``).
 
+    Holds the writer lock of ``config.output`` throughout (:func:`gasp.locks.folder_lock`).
+
     Returns:
         The run summary (also stored in the manifest).
 
     Raises:
         ConfigError: no scenes given, or the output folder holds shards of another configuration.
         BadInputError: no scene produced a usable sequence.
+        FolderBusyError: another process is writing ``config.output``.
     """
+    with folder_lock(config.output, "prepare"):
+        return _prepare(config)
+
+
+def _prepare(config: PrepareConfig) -> PrepareSummary:
     start = time.perf_counter()
     specs = config.scene_specs()
     if not specs:
@@ -553,7 +565,9 @@ def prepare(config: PrepareConfig) -> PrepareSummary:
     if config.workers > 1 and len(pending) > 1:
         # spawn, not fork: torch's thread pools do not survive a fork safely
         ctx = mp.get_context("spawn")
-        with ctx.Pool(min(config.workers, len(pending)), initializer=_worker_init) as pool:
+        with ctx.Pool(
+            min(config.workers, len(pending)), initializer=_worker_init, initargs=(os.getpid(),)
+        ) as pool:
             for entry in pool.imap_unordered(_run_job_star, [(job, root) for job in pending]):
                 writer.record(entry)
                 _warn_about(entry, specs, seen)

@@ -77,12 +77,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gasp.eval import report, scoring
+    from gasp.eval import report
 
     if args.action == "compare":
         a, b = report.load_results(args.a), report.load_results(args.b)
         print(report.compare(a, b, str(args.a), str(args.b)), end="")
         return 0
+    from gasp.locks import folder_lock
+
+    with folder_lock(args.output_dir, f"eval {args.action}"):
+        return _score_or_run(args)
+
+
+def _score_or_run(args: argparse.Namespace) -> int:
+    from gasp.eval import report, scoring
+
     if args.action == "score":
         questions = scoring.load_questions(args.benchmark, args.questions)
         scored = scoring.score_file(args.benchmark, questions, args.predictions, args.parser)
