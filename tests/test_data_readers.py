@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gasp.data import BadFrame, open_scene
+from gasp.data import BadFrame, View, open_scene
 from gasp.data.folder import FolderScene
 from gasp.data.redwood import Redwood
 from gasp.data.sevenscenes import DEFAULT_K, SevenScenes
@@ -174,9 +174,24 @@ def test_sevenscenes_round_trip(tmp_path, views, ext):
 
 
 def test_sevenscenes_default_intrinsics(tmp_path, views):
-    scene = SevenScenes(write_7scenes(tmp_path / "seq", views, intrinsics=False))
+    """The default K is for 640x480: used as it is there, and a small depth image is rejected."""
+    big = [
+        View(
+            image=np.kron(v.image, np.ones((16, 16, 1), np.uint8)),
+            depth=np.kron(v.depth, np.ones((16, 16), np.float32)),
+            K=v.K,
+            cam_to_world=v.cam_to_world,
+            frame_id=v.frame_id,
+            index=v.index,
+            source=v.source,
+        )
+        for v in views[:1]
+    ]
+    scene = SevenScenes(write_7scenes(tmp_path / "seq", big, intrinsics=False))
     np.testing.assert_array_equal(scene.view(0).K, DEFAULT_K)
     assert DEFAULT_K[0, 0] == 585 and DEFAULT_K[0, 2] == 320 and DEFAULT_K[1, 2] == 240
+    small = SevenScenes(write_7scenes(tmp_path / "small", views, intrinsics=False))
+    _expect_bad(small, 0, tmp_path / "small" / "frame-000000.depth.png", "intrinsics are for a 640x480 image")
 
 
 def test_redwood_round_trip_reads_column_major_intrinsics(tmp_path, views):
@@ -193,7 +208,11 @@ def test_tum_association_quaternions_and_depth_factor(tmp_path, views):
     root = write_tum(tmp_path / "rgbd_dataset_freiburg2_desk", views)
     scene = open_scene(root)
     assert isinstance(scene, TUM) and len(scene) == 4, "the lonely depth frame must be dropped"
-    np.testing.assert_array_equal(scene.view(0).K, FREIBURG_K["fr2"])
+    assert scene.dropped == [(str(root / "depth" / "lonely.png"), "no colour image within 0.02 s")]
+    np.testing.assert_array_equal(scene.K, FREIBURG_K["fr2"])
+    # the Freiburg K is for 640x480 depth; these 40x30 test images need their own K
+    _expect_bad(scene, 0, root / "depth", "intrinsics are for a 640x480 image")
+    scene = TUM(root, K=views[0].K)
     for i, truth in enumerate(views):
         v = scene.view(i)
         assert_same_geometry(v, truth, 1 / 5000)

@@ -32,7 +32,8 @@ def rotation_z(deg: float) -> np.ndarray:
 def test_valid_view_is_normalised():
     depth = np.full((48, 64), 2.0, dtype=np.float64)
     depth[0, 0], depth[1, 1], depth[2, 2] = np.nan, np.inf, -np.inf
-    v = validate_view(make_view(depth=depth, K=np.eye(3).astype(np.float32) * 50 + np.diag([0, 0, -49])))
+    K32 = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]], np.float32)
+    v = validate_view(make_view(depth=depth, K=K32))
     assert v.depth.dtype == np.float32 and v.K.dtype == np.float64 and v.cam_to_world.dtype == np.float64
     assert v.depth[0, 0] == 0 and v.depth[1, 1] == 0 and v.depth[2, 2] == 0 and v.depth[3, 3] == 2.0
 
