@@ -19,6 +19,7 @@ from gasp.data.sevenscenes import DEFAULT_K, SevenScenes
 from gasp.data.synthetic import SyntheticScene
 from gasp.data.tum import FREIBURG_K, TUM, associate
 from gasp.errors import BadInputError, ConfigError
+from scene_writers import rotation_to_quaternion
 
 H, W = 30, 40
 
@@ -89,23 +90,6 @@ def write_redwood(root: Path, views, K: np.ndarray) -> Path:
     cam = {"width": W, "height": H, "intrinsic_matrix": K.T.ravel().tolist()}  # column-major
     (root / "camera_primesense.json").write_text(json.dumps(cam))
     return root
-
-
-def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """(qx, qy, qz, qw) of a rotation matrix (Shepperd's method, largest diagonal branch)."""
-    m = R
-    q = np.empty(4)
-    tr = np.trace(m)
-    if tr > 0:
-        s = 2 * np.sqrt(tr + 1)
-        q[:] = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2 * np.sqrt(1 + m[i, i] - m[j, j] - m[k, k])
-        q[i], q[j], q[k] = s / 4, (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
-        q[3] = (m[k, j] - m[j, k]) / s
-    return q
 
 
 def write_tum(root: Path, views) -> Path:
