@@ -184,7 +184,7 @@ def colmap_points(views, per_frame: int = 60, seed: int = 0):
     where it is visible: [(xyz, [(frame, u, v), ...]), ...] with (u, v) in gasp pixels."""
     rng = np.random.default_rng(seed)
     points = []
-    for i, v in enumerate(views):
+    for v in views:
         H, W = v.depth.shape
         for _ in range(per_frame):
             r, c = int(rng.integers(2, H - 2)), int(rng.integers(2, W - 2))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scene_writers import rotation_to_quaternion
 
 from gasp.data import BadFrame, View, open_scene
 from gasp.data.folder import FolderScene
@@ -19,7 +20,6 @@ from gasp.data.sevenscenes import DEFAULT_K, SevenScenes
 from gasp.data.synthetic import SyntheticScene
 from gasp.data.tum import FREIBURG_K, TUM, associate
 from gasp.errors import BadInputError, ConfigError
-from scene_writers import rotation_to_quaternion
 
 H, W = 30, 40
 

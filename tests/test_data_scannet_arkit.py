@@ -1,8 +1,6 @@
 """ScanNet (SensReader export) and ARKitScenes (raw) readers on synthetic scenes written in their
 exact on-disk formats: geometry against the synthetic truth, the formats' awkward parts, bad input."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
