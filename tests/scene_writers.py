@@ -255,7 +255,7 @@ def write_colmap_model(folder: Path, views, names, binary: bool, cameras=None, p
     lines = ["# Image list with two lines of data per image:"]
     for i, ((q, t), name) in enumerate(zip(poses, names)):
         lines.append(f"{i + 1} " + " ".join(repr(float(x)) for x in (*q, *t)) + f" {i + 1} {name}")
-        lines.append(" ".join(f"{u!r} {v!r} {pid}" for u, v, pid in obs_by_image[i]))
+        lines.append(" ".join(f"{float(u)!r} {float(v)!r} {pid}" for u, v, pid in obs_by_image[i]))
     (folder / "images.txt").write_text("\n".join(lines) + "\n")
     lines = ["# 3D point list with one line of data per point:"]
     for pid, ((X, _), track) in enumerate(zip(points, tracks), start=1):

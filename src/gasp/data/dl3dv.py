@@ -32,7 +32,6 @@ from gasp.data.sfm import SfMScene, frame_id_of, require_pycolmap, sorted_by_nam
 from gasp.data.views import BadFrame
 
 IMAGE_DIRS = ("images_4", "images", "images_2", "images_8")
-OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 # Largest misfit (relative to the cameras' spread) between colmap/ and transforms.json camera centres.
 MAX_ALIGNMENT_ERROR = 0.02
 
@@ -134,7 +133,8 @@ class DL3DV(SfMScene):
                 c2w = np.array(by_name[n]["transform_matrix"], dtype=np.float64).reshape(4, 4)
             except (KeyError, TypeError, ValueError) as e:
                 raise BadFrame(f"frame {n}: transform_matrix must be 4x4 ({e!r})", path) from e
-            self.poses.append(c2w @ OPENGL_TO_OPENCV)
+            c2w[:, 1:3] *= -1  # OpenGL -> OpenCV camera axes (flip y and z)
+            self.poses.append(c2w)
         self.image_names = names
         self.world_points = self._points_from_colmap()
         self._setup_depth(depth_root)
