@@ -43,7 +43,8 @@ _TUKEY_C = 4.685
 _RANSAC_SAMPLES = 64
 _LCN_WINDOW = 5
 _PHOTO_TRUNCATE = 1.0  # truncation of the photometric residual (locally normalised units)
-_STARTS = 4  # coarse candidates refined by the multi-view search
+_COARSE_POINTS = 400  # pixels of the coarse grid search (the most textured)
+_STARTS = 3  # coarse candidates refined by the multi-view search
 
 
 @dataclass
@@ -157,7 +158,7 @@ def fit_to_points(pred_at_points: np.ndarray, depth: np.ndarray, kind: str, seed
 def local_normalise(image: torch.Tensor, window: int = _LCN_WINDOW) -> torch.Tensor:
     """Grey image ``(H, W, 3)`` uint8 -> ``(H, W)`` float32 with local mean 0 and local std 1 (a
     ``window`` x ``window`` box): invariant to exposure and white-balance changes between frames."""
-    x = torch.as_tensor(image).float().mean(-1)[None, None] / 255.0
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32)).mean(-1)[None, None] / 255.0
     pad = window // 2
     xp = F.pad(x, (pad,) * 4, mode="replicate")
     mean = F.avg_pool2d(xp, window, stride=1)
@@ -204,7 +205,7 @@ def fit_multiview(
     neighbours: list[Frame],
     kind: str,
     *,
-    max_points: int = 3000,
+    max_points: int = 2000,
     rounds: int = 4,
 ) -> Fit:
     """Fit ``(s, t)`` of one frame's prediction by photometric consistency with neighbouring frames.
@@ -248,30 +249,36 @@ def fit_multiview(
     mp = m[v, u]
     med = float(mp.median())
     rays = unproject(uv, torch.ones(len(uv), dtype=torch.float64), torch.as_tensor(frame.K)).double()
-    ref = lcn[v, u]
+    ref = lcn[v, u].float()
     warps = []
     for nb in neighbours:
+        # pixel p at depth d lands at (d a_p + b) / (d a_p + b)_z: a = K_n R ray_p, b = K_n t
         T = relative_pose(torch.as_tensor(frame.cam_to_world), torch.as_tensor(nb.cam_to_world)).double()
-        warps.append((T, torch.as_tensor(nb.K).double(), local_normalise(nb.image).double()))
-    baselines = [float(T[:3, 3].norm()) for T, _, _ in warps]
-    base = float(np.median(baselines))
+        Kn = torch.as_tensor(nb.K).double()
+        a = (rays @ T[:3, :3].T @ Kn.T).float()
+        b = (Kn @ T[:3, 3]).float()
+        warps.append((a, b, local_normalise(nb.image), float(T[:3, 3].norm())))
+    base = float(np.median([w[3] for w in warps]))
     if base <= 0:
         raise ValueError("neighbouring frames have no camera motion: the depth scale is not observable")
+    mp32 = mp.float()
 
-    def cost(c: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    def cost(c: torch.Tensor, beta: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """Mean truncated photometric error of candidates; ``n``: only the n most textured pixels."""
         s, t = _candidates_to_params(c, beta, med, kind)
-        d = _depth(mp, s, t, kind)
-        total = torch.zeros_like(c)
-        for T, Kn, img in warps:
-            xyz = transform_points(T, rays[None] * d[..., None])
-            uvn, z = project(xyz, Kn)
+        d = _depth(mp32[:n], s.float(), t.float(), kind)
+        total = torch.zeros(len(c))
+        for a, b, img, _ in warps:
             h, w = img.shape
+            q = d[..., None] * a[:n] + b  # (C, P, 3)
+            z = q[..., 2]
+            uvn = q[..., :2] / z.clamp_min(1e-9)[..., None]
             inside = (z > 0) & (d > 0)
             inside &= (uvn[..., 0] >= 0) & (uvn[..., 0] <= w - 1)
             inside &= (uvn[..., 1] >= 0) & (uvn[..., 1] <= h - 1)
-            r = (_bilinear(img, torch.nan_to_num(uvn)) - ref).abs().clamp_max(_PHOTO_TRUNCATE)
+            r = (_bilinear(img, torch.nan_to_num(uvn)) - ref[:n]).abs().clamp_max(_PHOTO_TRUNCATE)
             total += torch.where(inside, r, _PHOTO_TRUNCATE).mean(-1)
-        return total / len(warps)
+        return total.double() / len(warps)
 
     log_c = torch.linspace(np.log(0.3 * base), np.log(1000 * base), 64, dtype=torch.float64)
     betas = (
@@ -281,20 +288,20 @@ def fit_multiview(
     )
     step_c, step_b = float(log_c[1] - log_c[0]), float(betas[1] - betas[0]) if len(betas) > 1 else 0.0
     gc, gb = torch.meshgrid(log_c, betas, indexing="ij")
-    values = cost(gc.reshape(-1).exp(), gb.reshape(-1))
+    values = cost(gc.reshape(-1).exp(), gb.reshape(-1), _COARSE_POINTS)
     # Refine the few best coarse candidates: the right basin can be narrow at the coarse resolution.
     results = []
     for start in torch.argsort(values)[:_STARTS].tolist():
         bc, bb = float(gc.reshape(-1)[start]), float(gb.reshape(-1)[start])
         sc, sb = step_c, step_b
         for _ in range(rounds):
-            cs = torch.linspace(bc - sc, bc + sc, 9, dtype=torch.float64)
-            bs = torch.linspace(bb - sb, bb + sb, 9, dtype=torch.float64) if sb else torch.full((1,), bb)
+            cs = torch.linspace(bc - sc, bc + sc, 7, dtype=torch.float64)
+            bs = torch.linspace(bb - sb, bb + sb, 7, dtype=torch.float64) if sb else torch.full((1,), bb)
             rc, rb = torch.meshgrid(cs, bs.double(), indexing="ij")
             vals = cost(rc.reshape(-1).exp(), rb.reshape(-1))
             k = int(vals.argmin())
             bc, bb, best = float(rc.reshape(-1)[k]), float(rb.reshape(-1)[k]), float(vals[k])
-            sc, sb = sc / 4, sb / 4
+            sc, sb = sc / 3, sb / 3
         results.append((best, bc, bb))
     _, bc, bb = min(results)
     s, t = _candidates_to_params(torch.tensor(np.exp(bc)), torch.tensor(bb), med, kind)
