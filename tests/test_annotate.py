@@ -24,7 +24,8 @@ H, W = 48, 64
 def _dino():
     return T.Dinov2Config(
         image_size=28, patch_size=14, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-        intermediate_size=32, out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False,
+        intermediate_size=32, out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
     )  # fmt: skip
 
 
@@ -38,7 +39,8 @@ def tiny_depth_anything(kind="relative"):
 def tiny_dpt():
     return T.DPTConfig(
         image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-        intermediate_size=32, neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8, backbone_out_indices=[0, 1, 2, 3],
+        intermediate_size=32, neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8,
+        backbone_out_indices=[0, 1, 2, 3],
     )  # fmt: skip
 
 
@@ -135,6 +137,13 @@ def write_scene(root, views, with_points=True):
     return root
 
 
+def _args(root, out, **over):
+    fields = dict(scene=str(root), output=str(out), depth_model="x", depth_kind=None, max_residual=0.1,
+                  min_points=20, window=6, batch_size=4, device="cpu", dtype="auto")  # fmt: skip
+    fields.update(over)
+    return types.SimpleNamespace(**fields)
+
+
 def run_annotate(monkeypatch, model, *argv):
     monkeypatch.setattr("gasp.data.depth_model.DepthModel", lambda *a, **k: model)
     return main(["annotate", *map(str, argv), "--batch-size", "4"])
@@ -176,15 +185,9 @@ def test_annotate_multiview_into_output_folder_resumes(tmp_path, monkeypatch):
         d = scene.view(i).depth
         assert np.median(np.abs(d - views[i].depth) / views[i].depth) < 0.02
     with pytest.raises(ConfigError, match="other settings"):
-        annotate_mod.annotate(
-            types.SimpleNamespace(scene=str(root), output=str(out), depth_model="other", depth_kind=None,
-                                  max_residual=0.1, min_points=20, window=6, batch_size=4, device="cpu", dtype="auto")
-        )  # fmt: skip
+        annotate_mod.annotate(_args(root, out, depth_model="other"))
     with folder_lock(out / "gasp_depth", "annotate"), pytest.raises(FolderBusyError):
-        annotate_mod.annotate(
-            types.SimpleNamespace(scene=str(root), output=str(out), depth_model="x", depth_kind=None,
-                                  max_residual=0.1, min_points=20, window=6, batch_size=4, device="cpu", dtype="auto")
-        )  # fmt: skip
+        annotate_mod.annotate(_args(root, out, depth_model="x"))
 
 
 def test_annotate_with_a_real_tiny_model_end_to_end(tmp_path, views, tiny_models, capsys):
