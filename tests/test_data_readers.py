@@ -357,3 +357,36 @@ def test_open_scene_forced_format_and_synthetic_specs(tmp_path, views):
     for bad in ("synthetic:x", "synthetic:1,colour=red", "synthetic:1,height=tall", "synthetic:1,height"):
         with pytest.raises(ConfigError):
             open_scene(bad)
+
+
+# ------------------------------------------------- intrinsics describe the depth image read ----
+def test_folder_depth_of_another_size(tmp_path, views):
+    """Without a stated size, a K for twice the depth's resolution is caught by its principal point;
+    with the size after K in intrinsics.txt, a same-aspect depth image is a resized copy."""
+    root = write_folder(tmp_path / "s", views)
+    half = np.round(views[1].depth[::2, ::2] * 4000)
+    Image.fromarray(half.astype(np.uint16)).save(root / "depth" / "0001.png")
+    _expect_bad(FolderScene(root), 1, root / "depth" / "0001.png", "principal point")
+    K = views[0].K
+    (root / "intrinsics.txt").write_text(
+        " ".join(repr(float(x)) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2])) + f" {W} {H}\n"
+    )
+    v = FolderScene(root).view(1)
+    np.testing.assert_allclose(v.K[0, 0], K[0, 0] / 2, rtol=1e-12)
+    np.testing.assert_allclose(v.K[1, 2], (K[1, 2] + 0.5) / 2 - 0.5, rtol=1e-12)
+    np.testing.assert_array_equal(FolderScene(root).view(2).K, K)
+    Image.fromarray(np.full((H, H), 4000, np.uint16)).save(root / "depth" / "0002.png")
+    Image.fromarray(np.zeros((H, H, 3), np.uint8)).save(root / "color" / "0002.png")
+    _expect_bad(FolderScene(root), 2, root / "depth" / "0002.png", "another aspect ratio")
+    (root / "intrinsics.txt").write_text("1 1 0 0 40.5 30\n")
+    with pytest.raises(BadFrame, match="positive integers"):
+        FolderScene(root)
+
+
+def test_redwood_camera_json_size_is_enforced(tmp_path, views):
+    root = write_redwood(tmp_path / "r", views, views[0].K)
+    Image.fromarray(np.round(views[2].depth[::2, ::2] * 1000).astype(np.uint16)).save(
+        root / "depth" / "00002.png"
+    )
+    _expect_bad(Redwood(root), 2, root / "depth" / "00002.png", "intrinsics are for a 40x30 image")
+    assert Redwood(root).view(1).K.shape == (3, 3)
