@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scene_writers import rotation_to_quaternion
 
-from gasp.data import BadFrame, open_scene
+from gasp.data import BadFrame, View, open_scene
 from gasp.data.folder import FolderScene
 from gasp.data.redwood import Redwood
 from gasp.data.sevenscenes import DEFAULT_K, SevenScenes
@@ -91,23 +92,6 @@ def write_redwood(root: Path, views, K: np.ndarray) -> Path:
     return root
 
 
-def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """(qx, qy, qz, qw) of a rotation matrix (Shepperd's method, largest diagonal branch)."""
-    m = R
-    q = np.empty(4)
-    tr = np.trace(m)
-    if tr > 0:
-        s = 2 * np.sqrt(tr + 1)
-        q[:] = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2 * np.sqrt(1 + m[i, i] - m[j, j] - m[k, k])
-        q[i], q[j], q[k] = s / 4, (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
-        q[3] = (m[k, j] - m[j, k]) / s
-    return q
-
-
 def write_tum(root: Path, views) -> Path:
     """Depth at 30 Hz, colour 8 ms later, ground truth at 100 Hz offset by 3 ms; plus one extra depth
     frame with no colour near it (must be dropped)."""
@@ -174,9 +158,24 @@ def test_sevenscenes_round_trip(tmp_path, views, ext):
 
 
 def test_sevenscenes_default_intrinsics(tmp_path, views):
-    scene = SevenScenes(write_7scenes(tmp_path / "seq", views, intrinsics=False))
+    """The default K is for 640x480: used as it is there, and a small depth image is rejected."""
+    big = [
+        View(
+            image=np.kron(v.image, np.ones((16, 16, 1), np.uint8)),
+            depth=np.kron(v.depth, np.ones((16, 16), np.float32)),
+            K=v.K,
+            cam_to_world=v.cam_to_world,
+            frame_id=v.frame_id,
+            index=v.index,
+            source=v.source,
+        )
+        for v in views[:1]
+    ]
+    scene = SevenScenes(write_7scenes(tmp_path / "seq", big, intrinsics=False))
     np.testing.assert_array_equal(scene.view(0).K, DEFAULT_K)
     assert DEFAULT_K[0, 0] == 585 and DEFAULT_K[0, 2] == 320 and DEFAULT_K[1, 2] == 240
+    small = SevenScenes(write_7scenes(tmp_path / "small", views, intrinsics=False))
+    _expect_bad(small, 0, tmp_path / "small" / "frame-000000.depth.png", "intrinsics are for a 640x480 image")
 
 
 def test_redwood_round_trip_reads_column_major_intrinsics(tmp_path, views):
@@ -193,7 +192,11 @@ def test_tum_association_quaternions_and_depth_factor(tmp_path, views):
     root = write_tum(tmp_path / "rgbd_dataset_freiburg2_desk", views)
     scene = open_scene(root)
     assert isinstance(scene, TUM) and len(scene) == 4, "the lonely depth frame must be dropped"
-    np.testing.assert_array_equal(scene.view(0).K, FREIBURG_K["fr2"])
+    assert scene.dropped == [(str(root / "depth" / "lonely.png"), "no colour image within 0.02 s")]
+    np.testing.assert_array_equal(scene.K, FREIBURG_K["fr2"])
+    # the Freiburg K is for 640x480 depth; these 40x30 test images need their own K
+    _expect_bad(scene, 0, root / "depth", "intrinsics are for a 640x480 image")
+    scene = TUM(root, K=views[0].K)
     for i, truth in enumerate(views):
         v = scene.view(i)
         assert_same_geometry(v, truth, 1 / 5000)
@@ -354,3 +357,36 @@ def test_open_scene_forced_format_and_synthetic_specs(tmp_path, views):
     for bad in ("synthetic:x", "synthetic:1,colour=red", "synthetic:1,height=tall", "synthetic:1,height"):
         with pytest.raises(ConfigError):
             open_scene(bad)
+
+
+# ------------------------------------------------- intrinsics describe the depth image read ----
+def test_folder_depth_of_another_size(tmp_path, views):
+    """Without a stated size, a K for twice the depth's resolution is caught by its principal point;
+    with the size after K in intrinsics.txt, a same-aspect depth image is a resized copy."""
+    root = write_folder(tmp_path / "s", views)
+    half = np.round(views[1].depth[::2, ::2] * 4000)
+    Image.fromarray(half.astype(np.uint16)).save(root / "depth" / "0001.png")
+    _expect_bad(FolderScene(root), 1, root / "depth" / "0001.png", "principal point")
+    K = views[0].K
+    (root / "intrinsics.txt").write_text(
+        " ".join(repr(float(x)) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2])) + f" {W} {H}\n"
+    )
+    v = FolderScene(root).view(1)
+    np.testing.assert_allclose(v.K[0, 0], K[0, 0] / 2, rtol=1e-12)
+    np.testing.assert_allclose(v.K[1, 2], (K[1, 2] + 0.5) / 2 - 0.5, rtol=1e-12)
+    np.testing.assert_array_equal(FolderScene(root).view(2).K, K)
+    Image.fromarray(np.full((H, H), 4000, np.uint16)).save(root / "depth" / "0002.png")
+    Image.fromarray(np.zeros((H, H, 3), np.uint8)).save(root / "color" / "0002.png")
+    _expect_bad(FolderScene(root), 2, root / "depth" / "0002.png", "another aspect ratio")
+    (root / "intrinsics.txt").write_text("1 1 0 0 40.5 30\n")
+    with pytest.raises(BadFrame, match="positive integers"):
+        FolderScene(root)
+
+
+def test_redwood_camera_json_size_is_enforced(tmp_path, views):
+    root = write_redwood(tmp_path / "r", views, views[0].K)
+    Image.fromarray(np.round(views[2].depth[::2, ::2] * 1000).astype(np.uint16)).save(
+        root / "depth" / "00002.png"
+    )
+    _expect_bad(Redwood(root), 2, root / "depth" / "00002.png", "intrinsics are for a 40x30 image")
+    assert Redwood(root).view(1).K.shape == (3, 3)

@@ -32,7 +32,8 @@ def rotation_z(deg: float) -> np.ndarray:
 def test_valid_view_is_normalised():
     depth = np.full((48, 64), 2.0, dtype=np.float64)
     depth[0, 0], depth[1, 1], depth[2, 2] = np.nan, np.inf, -np.inf
-    v = validate_view(make_view(depth=depth, K=np.eye(3).astype(np.float32) * 50 + np.diag([0, 0, -49])))
+    K32 = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]], np.float32)
+    v = validate_view(make_view(depth=depth, K=K32))
     assert v.depth.dtype == np.float32 and v.K.dtype == np.float64 and v.cam_to_world.dtype == np.float64
     assert v.depth[0, 0] == 0 and v.depth[1, 1] == 0 and v.depth[2, 2] == 0 and v.depth[3, 3] == 2.0
 
@@ -105,3 +106,16 @@ def test_scene_reader_validates_every_view_and_checks_bounds():
     with pytest.raises(IndexError, match="out of range"):
         r.view(2)
     assert [v.index for v in _Two(bad=5).views()] == [0, 1]
+
+
+def test_intrinsics_are_scaled_to_the_depth_only_where_the_format_says_so():
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])  # for 128x96
+    v = validate_view(make_view(K=K, intrinsics_hw=(96, 128), scale_intrinsics=True))
+    np.testing.assert_allclose(v.K, [[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    assert v.intrinsics_hw == (48, 64)
+    with pytest.raises(BadFrame, match="depth image is 64x48 but the intrinsics are for a 128x96 image"):
+        validate_view(make_view(K=K, intrinsics_hw=(96, 128)))
+    with pytest.raises(BadFrame, match="another aspect ratio"):
+        validate_view(make_view(K=K, intrinsics_hw=(96, 96), scale_intrinsics=True))
+    with pytest.raises(BadFrame, match="principal point"):
+        validate_view(make_view(K=K))  # size not stated: caught by the principal point

@@ -13,6 +13,10 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("gasp.data.prepare", "scenes -> training sequences with correspondence targets, as shards"),
+    "annotate": (
+        "gasp.data.annotate",
+        "depth maps for scenes without depth (DL3DV, COLMAP) from a depth model",
+    ),
     "show-matches": ("gasp.data.show_matches", "draw ground-truth correspondences of two frames as PNGs"),
     "train": ("gasp.train", "train a VLM with GASP's correspondence heads and losses (accelerate, LoRA)"),
     "export": ("gasp.export", "merge LoRA, drop the heads, save a plain Hugging Face checkpoint"),

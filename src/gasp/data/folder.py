@@ -2,7 +2,9 @@
 
 ```
 scene/
-  intrinsics.txt          3x3 K of the depth images, or one line "fx fy cx cy"
+  intrinsics.txt          3x3 K of the depth images, or one line "fx fy cx cy"; either may be followed
+                          by "width height" of the image K is for (depth of another size with the
+                          same aspect ratio is then a resized copy: K is scaled to it)
   intrinsics/<id>.txt     optional per-frame K (same syntax), overrides intrinsics.txt
   color/<id>.png|.jpg     RGB colour, covering depth's field of view (any resolution, same aspect)
   depth/<id>.png          uint16, depth_scale units per metre (default 1000 = millimetres), 0 = invalid
@@ -44,18 +46,31 @@ def is_folder_scene(root: Path) -> bool:
     return (root / "depth").is_dir() and (root / "poses").is_dir()
 
 
-def read_intrinsics(path: Path) -> np.ndarray:
-    """Read K from a text file holding 9 numbers (3x3) or 4 numbers (fx fy cx cy).
+def read_intrinsics(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Read K from a text file: 9 numbers (3x3) or 4 (fx fy cx cy), optionally followed by the
+    ``width height`` of the image K is for.
+
+    Returns:
+        K (3, 3) and the image size ``(H, W)`` it is for, or None when the file does not say.
 
     Raises:
-        BadFrame: missing file, non-numbers, or another count of numbers.
+        BadFrame: missing file, non-numbers, another count of numbers, or a size that is not two
+            positive integers.
     """
     v = read_numbers(path, "intrinsics")
-    if v.size == 9:
-        return v.reshape(3, 3)
-    if v.size == 4:
-        return intrinsics_matrix(*v)
-    raise BadFrame(f"intrinsics file must hold 9 numbers (3x3) or 4 (fx fy cx cy), found {v.size}", path)
+    if v.size not in (4, 6, 9, 11):
+        raise BadFrame(
+            "intrinsics file must hold 9 numbers (3x3) or 4 (fx fy cx cy), optionally followed by "
+            f"'width height'; found {v.size} numbers",
+            path,
+        )
+    K = v[:9].reshape(3, 3) if v.size >= 9 else intrinsics_matrix(*v[:4])
+    if v.size in (4, 9):
+        return K, None
+    w, h = v[-2:]
+    if not (w == int(w) > 0 and h == int(h) > 0):
+        raise BadFrame(f"image size after the intrinsics must be positive integers, got {w:g} {h:g}", path)
+    return K, (int(h), int(w))
 
 
 def _sort_key(stem: str) -> tuple:
@@ -98,7 +113,7 @@ class FolderScene(SceneReader):
             depth_scale = read_scalar(scale_file) if scale_file.is_file() else DEFAULT_DEPTH_SCALE
         self.depth_scale = depth_scale
         shared_k = self.root / "intrinsics.txt"
-        self.K = read_intrinsics(shared_k) if shared_k.is_file() else None
+        self.K, self.K_hw = read_intrinsics(shared_k) if shared_k.is_file() else (None, None)
 
     def _path(self, table: dict[str, Path], sub: str, fid: str, ext: str) -> Path:
         return table.get(fid, self.root / sub / f"{fid}{ext}")
@@ -110,9 +125,9 @@ class FolderScene(SceneReader):
         pose_path = self._path(self.poses, "poses", fid, ".txt")
         per_frame_k = self.root / "intrinsics" / f"{fid}.txt"
         if per_frame_k.is_file():
-            K = read_intrinsics(per_frame_k)
+            K, K_hw = read_intrinsics(per_frame_k)
         elif self.K is not None:
-            K = self.K.copy()
+            K, K_hw = self.K.copy(), self.K_hw
         else:
             raise BadFrame(
                 "no intrinsics: add intrinsics.txt or intrinsics/<id>.txt", self.root / "intrinsics.txt"
@@ -129,6 +144,8 @@ class FolderScene(SceneReader):
             frame_id=fid,
             index=int(fid) if self._numeric else i,
             source=f"{depth_path} (+ {colour}, {pose_path})",
+            intrinsics_hw=K_hw,
+            scale_intrinsics=True,
         )
 
 

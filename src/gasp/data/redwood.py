@@ -5,7 +5,8 @@ the Redwood ``.log`` format (blocks of a metadata line ``i j k`` and a 4x4 camer
 one block per frame in order) and optionally ``camera_primesense.json`` (Open3D
 PinholeCameraIntrinsic: ``width``, ``height``, column-major ``intrinsic_matrix``) and ``rgbd.match``
 (lines ``depth/NNNNN.png color/NNNNN.jpg`` pairing the images). Without a camera file the PrimeSense
-default (fx = fy = 525, cx = 319.5, cy = 239.5) is used.
+default (fx = fy = 525, cx = 319.5, cy = 239.5, for 640x480) is used. A depth image of another size
+than the camera file's (or 640x480) is rejected.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ def read_log(path: Path) -> list[np.ndarray]:
     return poses
 
 
-def read_open3d_intrinsics(path: Path) -> np.ndarray:
+def read_open3d_intrinsics(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
     """Read an Open3D PinholeCameraIntrinsic json (column-major ``intrinsic_matrix``) as 3x3 K.
+
+    Returns:
+        K and the image size ``(height, width)`` the json states (None when it has none).
 
     Raises:
         BadFrame: unreadable json or a missing/ill-sized ``intrinsic_matrix``.
@@ -61,11 +65,12 @@ def read_open3d_intrinsics(path: Path) -> np.ndarray:
     try:
         data = json.loads(path.read_text())
         K = np.array(data["intrinsic_matrix"], dtype=np.float64)
+        hw = (int(data["height"]), int(data["width"])) if "height" in data and "width" in data else None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BadFrame(f"camera json must hold a 9-number 'intrinsic_matrix' ({e!r})", path) from e
     if K.size != 9:
         raise BadFrame(f"'intrinsic_matrix' must hold 9 numbers, found {K.size}", path)
-    return K.reshape(3, 3).T  # stored column-major
+    return K.reshape(3, 3).T, hw  # stored column-major
 
 
 class Redwood(TrajectoryScene):
@@ -104,9 +109,9 @@ class Redwood(TrajectoryScene):
         if K is not None:
             self.K = np.asarray(K, dtype=np.float64)
         elif (self.root / CAMERA_FILE).is_file():
-            self.K = read_open3d_intrinsics(self.root / CAMERA_FILE)
+            self.K, self.K_hw = read_open3d_intrinsics(self.root / CAMERA_FILE)
         else:
-            self.K = PRIMESENSE_K.copy()
+            self.K, self.K_hw = PRIMESENSE_K.copy(), (480, 640)
 
     def _pair_colour(self) -> list[Path]:
         match = self.root / "rgbd.match"

@@ -3,7 +3,8 @@
 One sequence folder holds ``frame-XXXXXX.color.png`` (or ``.color.jpg``), ``frame-XXXXXX.depth.png``
 (uint16 millimetres; 0 and 65535 mean invalid) and ``frame-XXXXXX.pose.txt`` (4x4 camera-to-world,
 metres). Intrinsics come from ``camera-intrinsics.txt`` (3x3) when present, else the data set's
-default fx = fy = 585, cx = 320, cy = 240 (640x480 depth).
+default fx = fy = 585, cx = 320, cy = 240, which is for its 640x480 depth: a depth image of another
+size is rejected (the data set has only 640x480 images, so it does not say how K would scale).
 
 Colour and depth cameras of 7-Scenes are not registered to each other; the View treats colour as
 covering depth's field of view (as the data set's users usually do). Check geometry depth-to-depth.
@@ -27,6 +28,7 @@ from gasp.data.views import (
 )
 
 DEFAULT_K = intrinsics_matrix(585.0, 585.0, 320.0, 240.0)
+DEFAULT_K_HW = (480, 640)
 INTRINSICS_FILE = "camera-intrinsics.txt"
 DEPTH_SCALE = 1000.0  # millimetres
 INVALID_DEPTH = (0, 65535)
@@ -60,12 +62,13 @@ class SevenScenes(SceneReader):
             )
         self.frame_ids = ids
         self.name = f"7scenes/{self.root.name}"
+        self.K_hw: tuple[int, int] | None = None
         if K is not None:
             self.K = np.asarray(K, dtype=np.float64)
         elif (self.root / INTRINSICS_FILE).is_file():
             self.K = read_matrix(self.root / INTRINSICS_FILE, (3, 3), "intrinsics")
         else:
-            self.K = DEFAULT_K.copy()
+            self.K, self.K_hw = DEFAULT_K.copy(), DEFAULT_K_HW
 
     def _load_view(self, i: int) -> View:
         fid = self.frame_ids[i]
@@ -82,4 +85,5 @@ class SevenScenes(SceneReader):
             frame_id=fid,
             index=int(fid.split("-")[1]),
             source=f"{depth_path} (+ {colour}, {pose_path})",
+            intrinsics_hw=self.K_hw,
         )

@@ -8,7 +8,8 @@ uint16 with 5000 units per metre, 0 = invalid, already registered to colour.
 Frames are the depth images that have a colour image and a ground-truth pose within ``max_dt``
 seconds (nearest timestamp); others are dropped. Intrinsics: given ``K``, else the Freiburg
 calibration chosen by ``camera`` ("fr1", "fr2", "fr3", "ros") or by the folder name
-(``rgbd_dataset_freiburg2_xyz`` -> fr2), else the ROS default with a warning.
+(``rgbd_dataset_freiburg2_xyz`` -> fr2), else the ROS default with a warning. The Freiburg
+calibrations are for 640x480 images: a depth image of another size is rejected.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ FREIBURG_K = {
     "fr3": intrinsics_matrix(535.4, 539.2, 320.1, 247.6),
     "ros": intrinsics_matrix(525.0, 525.0, 319.5, 239.5),
 }
+FREIBURG_HW = (480, 640)
 _FREIBURG_RE = re.compile(r"(?:freiburg|fr)([123])", re.IGNORECASE)
 
 
@@ -139,6 +141,13 @@ class TUM(TrajectoryScene):
         rgb_idx = associate(depth_t, rgb_t, max_dt)
         gt_idx = associate(depth_t, gt_t, max_dt)
         keep = np.flatnonzero((rgb_idx >= 0) & (gt_idx >= 0))
+        self.dropped = [
+            (
+                str(self.root / depth_f[k][0]),
+                f"no {'colour image' if rgb_idx[k] < 0 else 'ground-truth pose'} within {max_dt} s",
+            )
+            for k in np.flatnonzero((rgb_idx < 0) | (gt_idx < 0))
+        ]
         if keep.size == 0:
             raise BadFrame(
                 f"no depth frame has a colour image and a pose within {max_dt} s "
@@ -152,4 +161,7 @@ class TUM(TrajectoryScene):
         self.frame_ids = [f"{depth_t[k]:.6f}" for k in keep]
         self.pose_sources = [f"{self.root / 'groundtruth.txt'} @ {t}" for t in self.frame_ids]
         self.depth_scale = DEPTH_SCALE
-        self.K = np.asarray(K, dtype=np.float64) if K is not None else freiburg_intrinsics(self.root, camera)
+        if K is not None:
+            self.K = np.asarray(K, dtype=np.float64)
+        else:
+            self.K, self.K_hw = freiburg_intrinsics(self.root, camera), FREIBURG_HW

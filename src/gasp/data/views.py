@@ -6,6 +6,12 @@ guarantees: image ``(Hc, Wc, 3)`` uint8 RGB, depth ``(H, W)`` float32 metres wit
 ``K`` the finite 3x3 intrinsics of the DEPTH image, ``cam_to_world`` a finite rigid 4x4 pose
 (camera-to-world, OpenCV axes: x right, y down, z forward, metres).
 
+Intrinsics always describe the depth image actually read. A reader states which image size its K
+was given for (``View.intrinsics_hw``) and whether its format says that images of another size are
+resized copies (``View.scale_intrinsics``); validation then scales K to the depth image or rejects
+the frame, naming both sizes. Where the size is not stated, a principal point far from the depth
+image's centre rejects the frame (K given for another resolution, e.g. 640x480 K on 320x240 depth).
+
 The file helpers here (:func:`read_image`, :func:`read_depth_png`, :func:`read_matrix`) turn a
 missing or corrupt file into :class:`BadFrame` naming the file and the reason.
 """
@@ -26,6 +32,9 @@ from gasp.geometry.cameras import is_rigid_pose
 ASPECT_RTOL = 0.01
 # A valid-depth median above this many "metres" almost surely means the depth is in millimetres.
 MAX_MEDIAN_DEPTH_M = 100.0
+# The principal point must lie within this fraction of the image size from the image centre. Real
+# cameras are within a few percent; K given for twice (or half) the depth's resolution is 50% (25%) off.
+MAX_PRINCIPAL_OFFSET = 0.2
 
 
 class BadFrame(BadInputError):
@@ -55,6 +64,10 @@ class View:
         frame_id: the frame's name in its source, e.g. "frame-000012".
         index: position in the source video (used for frame distances).
         source: file path(s) of the frame, for messages.
+        intrinsics_hw: ``(H, W)`` of the image ``K`` was given for, when the source states it (a
+            size in the intrinsics file, the data set's documented resolution); None: not stated.
+        scale_intrinsics: the source format says that images of another size (same aspect ratio) are
+            resized copies, so ``K`` is scaled to the depth image; otherwise such a frame is rejected.
     """
 
     image: np.ndarray
@@ -64,6 +77,8 @@ class View:
     frame_id: str
     index: int
     source: str
+    intrinsics_hw: tuple[int, int] | None = None
+    scale_intrinsics: bool = False
 
 
 def validate_view(view: View) -> View:
@@ -124,6 +139,7 @@ def validate_view(view: View) -> View:
             f"intrinsics K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0, got {K.tolist()}",
             src,
         )
+    K = _intrinsics_for_depth(K, (h, w), view.intrinsics_hw, view.scale_intrinsics, src)
 
     pose = np.asarray(view.cam_to_world, dtype=np.float64)
     if pose.shape != (4, 4):
@@ -135,18 +151,52 @@ def validate_view(view: View) -> View:
             "pose is not rigid (rotation not orthonormal with det +1, or last row not 0 0 0 1)", src
         )
     view.image, view.depth, view.K, view.cam_to_world = image, depth, K, pose
+    view.intrinsics_hw = (h, w)
     return view
+
+
+def _intrinsics_for_depth(
+    K: np.ndarray, depth_hw: tuple[int, int], given_hw: tuple[int, int] | None, scalable: bool, src: str
+) -> np.ndarray:
+    """K for the depth image: scaled from ``given_hw`` where the format allows, else checked."""
+    (h, w) = depth_hw
+    if given_hw is not None and tuple(given_hw) != (h, w):
+        kh, kw = (int(x) for x in given_hw)
+        same_aspect = abs((w / h) / (kw / kh) - 1.0) <= ASPECT_RTOL
+        if not (scalable and same_aspect):
+            why = (
+                "another aspect ratio"
+                if not same_aspect
+                else "the format does not say how they scale to another size"
+            )
+            raise BadFrame(
+                f"depth image is {w}x{h} but the intrinsics are for a {kw}x{kh} image ({why})", src
+            )
+        from gasp.geometry.cameras import fit_intrinsics
+
+        K = fit_intrinsics(K, (kh, kw), (h, w), "resize")[0].numpy().astype(np.float64)
+    cx, cy = K[0, 2], K[1, 2]
+    if abs(cx - (w - 1) / 2) > MAX_PRINCIPAL_OFFSET * w or abs(cy - (h - 1) / 2) > MAX_PRINCIPAL_OFFSET * h:
+        raise BadFrame(
+            f"principal point ({cx:.4g}, {cy:.4g}) is far from the centre of the {w}x{h} depth image: "
+            "the intrinsics are for an image of another size",
+            src,
+        )
+    return K
 
 
 class SceneReader:
     """Base class of scene readers: a sequence of posed RGB-D views.
 
     Subclasses set ``name`` and ``frame_ids`` (one string per frame, in video order) and implement
-    ``_load_view(i)``; :meth:`view` adds the bounds check and validation.
+    ``_load_view(i)``; :meth:`view` adds the bounds check and validation. Frames a reader leaves out
+    while indexing the scene (no pose within the time tolerance, ...) are listed in ``dropped`` as
+    ``(file, reason)`` pairs so that callers can count them.
     """
 
     name: str = "scene"
     frame_ids: list[str]
+    dropped: list[tuple[str, str]] = []  # noqa: RUF012 (readers assign their own list)
 
     def __len__(self) -> int:
         return len(self.frame_ids)
@@ -180,8 +230,11 @@ class TrajectoryScene(SceneReader):
 
     Subclasses fill, one entry per frame: ``depth_files``, ``colour_files``, ``poses`` (4x4 arrays),
     ``frame_ids``, ``indices`` (position in the source video), ``pose_sources`` (where each pose was
-    read, for messages), and set ``K`` and ``depth_scale`` (PNG units per metre).
+    read, for messages), and set ``K``, ``K_hw`` (the image size K is for, None when not stated) and
+    ``depth_scale`` (PNG units per metre).
     """
+
+    K_hw: tuple[int, int] | None = None
 
     depth_files: list[Path]
     colour_files: list[Path]
@@ -201,6 +254,7 @@ class TrajectoryScene(SceneReader):
             frame_id=self.frame_ids[i],
             index=self.indices[i],
             source=f"{depth_path} (+ {colour_path}, {self.pose_sources[i]})",
+            intrinsics_hw=self.K_hw,
         )
 
 
