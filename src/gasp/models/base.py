@@ -411,15 +411,24 @@ class VLMAdapter:
     ) -> list[str]:
         """Greedy, batched (left-padded) generation; returns only the new text of each sample."""
         batch = self.build_inputs(frames_list, prompts, padding_side="left")
+        return self.greedy_decode(batch.inputs, max_new_tokens)
+
+    @torch.no_grad()
+    def greedy_decode(self, inputs: dict[str, torch.Tensor], max_new_tokens: int = 16) -> list[str]:
+        """Greedy generation from left-padded model inputs; returns only the new text of each sample."""
         param = next(self.model.parameters())
-        batch = batch.to(param.device, param.dtype)
+        # Only pixels take the model's dtype: second_per_grid_ts (seconds) must keep full precision.
+        moved = {
+            k: v.to(param.device, param.dtype if k.startswith("pixel_values") else None)
+            for k, v in inputs.items()
+        }
         out = self.model.generate(
-            **batch.inputs,
+            **moved,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        new = out[:, batch.inputs["input_ids"].shape[1] :]
+        new = out[:, moved["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
 

@@ -44,6 +44,7 @@ from transformers import (
 from gasp.errors import BadInputError
 from gasp.models.base import LLMSize, SquareFrameAdapter, make_processor, read_chat_template, register
 from gasp.models.tokenizer import build_tokenizer, chatml_template
+from gasp.models.video import LlavaVideoProcessor, VideoInputMixin, VideoProtocol
 
 ONEVISION_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 ONEVISION_CHAT_TEMPLATE = chatml_template("<image>\n", "<video>\n")
@@ -66,7 +67,7 @@ VICUNA_CHAT_TEMPLATE = (
 """LLaVA-NeXT-Video-7B's Vicuna-style format ("USER: <image>\\n... ASSISTANT:")."""
 
 
-class LlavaAdapter(SquareFrameAdapter):
+class LlavaAdapter(VideoInputMixin, SquareFrameAdapter):
     """Shared LLaVA logic: square frames at the vision tower's size, one token per ViT patch."""
 
     @property
@@ -76,6 +77,23 @@ class LlavaAdapter(SquareFrameAdapter):
     @property
     def cell_size(self) -> int:
         return int(self.model.config.vision_config.patch_size)
+
+    # ----------------------------------------------------------------- video input (generation)
+    def video_processor_for(self, protocol: VideoProtocol) -> LlavaVideoProcessor:
+        """Frames at the tower's size, normalised like the family's images (the released configs)."""
+        ip = self.processor.image_processor
+        return LlavaVideoProcessor(**self._video_geometry(), image_mean=ip.image_mean, image_std=ip.image_std)
+
+    def _video_geometry(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def video_settings(self, protocol: VideoProtocol) -> dict[str, Any]:
+        side = self.frame_side
+        settings = {"input": "video", **protocol.describe(), "frame_size": [side, side]}
+        return {**settings, "pooling": self.video_pooling}
+
+    video_pooling: str = ""
+    """How the model pools a video frame's tokens (recorded with the run's settings)."""
 
 
 @register
@@ -94,6 +112,11 @@ class LlavaOnevisionAdapter(LlavaAdapter):
     # The processor counts images per sample (batch_num_images) and uses the one-tile
     # multi-image path when a sample has more than one image.
     nested_images = True
+    video_pooling = "bilinear 2x downsampling of each frame's token grid (+1 image_newline per video)"
+
+    def _video_geometry(self) -> dict[str, Any]:
+        side = self.frame_side
+        return {"resize": (side, side), "crop": None}
 
     def _frame_token_order(self, num_tokens: int, grid: tuple[int, int]) -> torch.Tensor:
         gh, gw = grid
@@ -164,6 +187,11 @@ class LlavaNextVideoAdapter(LlavaAdapter):
     model_types = ("llava_next_video",)
     model_class = LlavaNextVideoForConditionalGeneration
     vision_model_type = "clip_vision_model"
+    video_pooling = "2x2 average pooling of each frame's token grid"
+
+    def _video_geometry(self) -> dict[str, Any]:
+        side = self.frame_side
+        return {"resize": None, "shortest_edge": side, "crop": (side, side)}
 
     def _frame_token_order(self, num_tokens: int, grid: tuple[int, int]) -> torch.Tensor:
         gh, gw = grid

@@ -48,6 +48,7 @@ from gasp.models.base import (
     snap_multiple,
 )
 from gasp.models.tokenizer import build_tokenizer, chatml_template
+from gasp.models.video import QwenVideoProcessor, VideoInputMixin, VideoProtocol
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -65,10 +66,12 @@ QWEN_CHAT_TEMPLATE = chatml_template(
 """The Qwen chat format (same markers as the released Qwen2/2.5/3-VL templates)."""
 
 
-class QwenAdapter(VLMAdapter):
+class QwenAdapter(VideoInputMixin, VLMAdapter):
     """Shared logic of the Qwen-VL families (processor grid, tokens in raster order per frame)."""
 
     processor_class: type = Qwen2_5_VLProcessor
+    video_budget_over_frames: bool = False
+    """Qwen3-VL's video processor spreads its pixel budget over all frames."""
 
     @property
     def end_of_turn(self) -> str:
@@ -108,6 +111,30 @@ class QwenAdapter(VLMAdapter):
                 f"resize frames to e.g. {suggestion[0]}x{suggestion[1]} (see image_size_for_grid)"
             )
         return height // cell, width // cell
+
+    # ----------------------------------------------------------------- video input (generation)
+    def video_processor_for(self, protocol: VideoProtocol) -> QwenVideoProcessor:
+        """The video processor's arithmetic with the protocol's per-frame budget (in token cells)."""
+        ip = self.processor.image_processor
+        area = self.cell_size**2
+        return QwenVideoProcessor(
+            patch_size=int(ip.patch_size),
+            merge_size=int(ip.merge_size),
+            temporal_patch_size=int(ip.temporal_patch_size),
+            min_pixels=protocol.min_tokens * area,
+            max_pixels=protocol.max_tokens * area,
+            image_mean=list(ip.image_mean),
+            image_std=list(ip.image_std),
+            budget_over_frames=self.video_budget_over_frames,
+        )
+
+    def video_settings(self, protocol: VideoProtocol) -> dict[str, Any]:
+        ip = self.processor.image_processor
+        return {
+            "input": "video",
+            **protocol.describe(self.cell_size),
+            "temporal_patch_size": int(ip.temporal_patch_size),
+        }
 
     @classmethod
     def load_processor_parts(cls, path: str | Path) -> Any:
@@ -271,6 +298,17 @@ class Qwen3VLAdapter(QwenAdapter):
     model_types = ("qwen3_vl",)
     model_class = Qwen3VLForConditionalGeneration
     processor_class = Qwen3VLProcessor
+    video_budget_over_frames = True
+
+    def video_prompt_text(self, prompt: str) -> str:
+        """The template's ``<|vision_start|><|video_pad|><|vision_end|>`` reduced to ``<|video_pad|>``.
+
+        The processor writes every temporal patch as ``<t seconds><|vision_start|>pads<|vision_end|>``;
+        transformers 4.x replaced the template's whole marked placeholder with it, transformers 5
+        replaces only the pad and would leave an extra start/end pair around the video.
+        """
+        text = super().video_prompt_text(prompt)
+        return text.replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
 
     @classmethod
     def build_config(
