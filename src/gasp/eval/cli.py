@@ -17,6 +17,7 @@ from pathlib import Path
 from gasp.eval.common import BENCHMARKS
 from gasp.eval.frames import DEFAULT_NUM_FRAMES
 from gasp.eval.parsing import PARSERS
+from gasp.eval.run import INPUT_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--num-frames",
         type=int,
-        default=DEFAULT_NUM_FRAMES,
-        help=f"evenly spaced video frames per VSI-Bench question (default {DEFAULT_NUM_FRAMES})",
+        default=None,
+        help="video frames per VSI-Bench question (default: the published protocol's count for the "
+        f"model's video input, {DEFAULT_NUM_FRAMES} for separate frames)",
+    )
+    run.add_argument(
+        "--input",
+        dest="input_mode",
+        choices=INPUT_MODES,
+        default="auto",
+        help="how VSI-Bench videos reach the model: 'video' (the model's video input, the published "
+        "protocol; Qwen-VL and LLaVA families), 'images' (separate frames), 'auto' (video when the "
+        "family has it; default). All-Angles views are always images",
     )
     run.add_argument("--limit", type=int, default=None, help="only the first N questions (smoke tests)")
 
@@ -109,6 +120,7 @@ def _score_or_run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             num_frames=args.num_frames,
             limit=args.limit,
+            input_mode=args.input_mode,
         )
     print(report.markdown_table(results), end="")
     print(f"wrote {args.output_dir / 'results.json'}")

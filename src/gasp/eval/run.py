@@ -2,10 +2,17 @@
 
 Predictions are appended to ``OUT/predictions.jsonl`` as each batch finishes (flushed and fsynced),
 so an interrupted run continues where it stopped: questions already in the file are skipped.
+
+How they were generated (input path, frames, pixel budget, source of the settings) is written to
+``OUT/generation.json`` before the first question and added to ``results.json``; a rerun with other
+settings into the same folder is refused, so one predictions file never mixes two protocols.
+VSI-Bench videos go through the model's video input when its family has one
+(`gasp.models.video`), else as separate frames; All-Angles views are always separate images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -18,10 +25,13 @@ from tqdm import tqdm
 from gasp.errors import BadInputError, ConfigError, GaspError
 from gasp.eval import frames as frames_io
 from gasp.eval import scoring
-from gasp.eval.common import ID_KEYS, key_of
+from gasp.eval.common import ID_KEYS, key_of, write_json_atomic
 
 MAX_NEW_TOKENS = 16
 PREDICTIONS_FILE = "predictions.jsonl"
+GENERATION_FILE = "generation.json"
+INPUT_MODES = ("auto", "video", "images")
+"""``--input``: ``auto`` = the model's video input for VSI-Bench when its family has one."""
 
 
 class Generator(Protocol):
@@ -97,17 +107,30 @@ def _cell_size(model: Any) -> int:
 
 
 def generate_answers(
-    model: Generator, visuals: list[np.ndarray], prompts: list[str], max_new_tokens: int = MAX_NEW_TOKENS
+    model: Generator,
+    visuals: list[Any],
+    prompts: list[str],
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    protocol: Any = None,
 ) -> list[str]:
-    """Greedy answers, batching together samples whose frames have the same shape (adapters need it)."""
-    if hasattr(model, "image_size_for_grid"):
+    """Greedy answers, batching together samples whose frames have the same shape (adapters need it).
+
+    ``visuals`` are (F, H, W, 3) arrays (separate frames), or `VideoClip` objects with the
+    ``protocol`` (`VideoProtocol`) of the model's video input.
+    """
+    video = protocol is not None
+    if not video and hasattr(model, "image_size_for_grid"):
         visuals = [fit_frames(model, v) for v in visuals]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, v in enumerate(visuals):
-        groups.setdefault(tuple(v.shape), []).append(i)
+        groups.setdefault(tuple((v.frames if video else v).shape), []).append(i)
     answers: list[str] = [""] * len(prompts)
     for members in groups.values():
-        out = model.generate([visuals[i] for i in members], [prompts[i] for i in members], max_new_tokens)
+        chunk, texts = [visuals[i] for i in members], [prompts[i] for i in members]
+        if video:
+            out = model.generate_video(chunk, texts, max_new_tokens, protocol)  # type: ignore[attr-defined]
+        else:
+            out = model.generate(chunk, texts, max_new_tokens)
         if len(out) != len(members):
             raise RuntimeError(f"the model returned {len(out)} answers for {len(members)} prompts")
         for i, text in zip(members, out):
@@ -120,6 +143,65 @@ def visual_input(benchmark: str, question: Any, media_root: Path, num_frames: in
     if benchmark == "vsibench":
         return frames_io.read_video_frames(media_root / question.video, num_frames)
     return frames_io.read_images([media_root / p for p in question.image_path])
+
+
+def video_input(benchmark: str, question: Any, media_root: Path, num_frames: int) -> Any:
+    """The `VideoClip` of one VSI-Bench question (lmms-eval's frame sampling, with timestamps)."""
+    return frames_io.read_video_clip(media_root / question.video, num_frames)
+
+
+def choose_protocol(
+    model: Any, benchmark: str, num_frames: int | None, input_mode: str = "auto"
+) -> tuple[dict[str, Any], Any]:
+    """(settings recorded in the outputs, `VideoProtocol` or None for separate frames).
+
+    Raises:
+        ConfigError: unknown ``input_mode``, ``video`` for All-Angles or for a family without a
+            video input, or ``num_frames`` < 1.
+    """
+    if input_mode not in INPUT_MODES:
+        raise ConfigError(f"--input must be one of {', '.join(INPUT_MODES)}, got {input_mode!r}")
+    if num_frames is not None and num_frames < 1:
+        raise ConfigError(f"--num-frames must be >= 1, got {num_frames}")
+    has_video = bool(getattr(model, "has_video_input", False))
+    family = getattr(model, "family", type(model).__name__)
+    if input_mode == "video" and (benchmark != "vsibench" or not has_video):
+        why = (
+            "All-Angles is a multi-view image benchmark"
+            if benchmark != "vsibench"
+            else (f"the {family} family has no video input")
+        )
+        raise ConfigError(f"--input video: {why}; use --input images")
+    if benchmark == "vsibench" and has_video and input_mode != "images":
+        protocol = model.video_protocol
+        if num_frames is not None:
+            protocol = dataclasses.replace(protocol, num_frames=num_frames)
+        return {"benchmark": benchmark, "family": family, **model.video_settings(protocol)}, protocol
+    settings: dict[str, Any] = {"benchmark": benchmark, "family": family, "input": "images"}
+    if benchmark == "vsibench":
+        settings["num_frames"] = num_frames or frames_io.DEFAULT_NUM_FRAMES
+        settings["sampling"] = "round(linspace(0, n_frames - 1, N)), deduplicated"
+        settings["note"] = "frames as separate images: not the published VSI-Bench protocol"
+    settings["resize"] = "nearest size the adapter accepts unresized (whole token cells, aspect kept)"
+    return settings, None
+
+
+def record_settings(output_dir: Path, settings: dict[str, Any]) -> None:
+    """Write ``generation.json``, or check that an earlier run into this folder used the same settings."""
+    path = output_dir / GENERATION_FILE
+    if path.exists():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadInputError(f"{path}: not JSON ({exc}); move the output folder away") from None
+        if before != json.loads(json.dumps(settings)):
+            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+            raise ConfigError(
+                f"{path}: predictions in {output_dir} were generated with other settings "
+                f"(differing: {', '.join(changed)}); use a new --output-dir or the same settings"
+            )
+        return
+    write_json_atomic(path, settings)
 
 
 def read_done(path: Path, id_key: str) -> set[str]:
@@ -156,9 +238,18 @@ def generate_predictions(
     num_frames: int = frames_io.DEFAULT_NUM_FRAMES,
     max_new_tokens: int = MAX_NEW_TOKENS,
     progress: bool = True,
-    load_visual: Callable[[str, Any, Path, int], np.ndarray] = visual_input,
+    load_visual: Callable[[str, Any, Path, int], Any] | None = None,
+    protocol: Any = None,
 ) -> int:
-    """Answer every question not yet in ``predictions_path``; returns how many were generated now."""
+    """Answer every question not yet in ``predictions_path``; returns how many were generated now.
+
+    With a ``protocol`` (`VideoProtocol`), videos go through the model's video input with its
+    frame count; else ``num_frames`` separate frames (``load_visual`` reads one question's visual).
+    """
+    if load_visual is None:
+        load_visual = video_input if protocol is not None else visual_input
+    if protocol is not None:
+        num_frames = protocol.num_frames
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     id_key = ID_KEYS[benchmark]
@@ -177,7 +268,8 @@ def generate_predictions(
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             visuals = [load_visual(benchmark, q, media_root, num_frames) for q in batch]
-            answers = generate_answers(model, visuals, [q.prompt() for q in batch], max_new_tokens)
+            prompts = [q.prompt() for q in batch]
+            answers = generate_answers(model, visuals, prompts, max_new_tokens, protocol)
             for q, answer in zip(batch, answers):
                 qid = q.id if benchmark == "vsibench" else q.index
                 out.write(json.dumps({id_key: qid, "prediction": answer}, ensure_ascii=False) + "\n")
@@ -196,16 +288,24 @@ def run(
     output_dir: str | Path,
     *,
     batch_size: int = 1,
-    num_frames: int = frames_io.DEFAULT_NUM_FRAMES,
+    num_frames: int | None = None,
     limit: int | None = None,
     progress: bool = True,
+    input_mode: str = "auto",
 ) -> dict[str, Any]:
-    """Generate (resumably) then score; writes OUT/predictions.jsonl and the `scoring.write_outputs` files."""
+    """Generate (resumably) then score.
+
+    Writes OUT/generation.json (see `choose_protocol`), OUT/predictions.jsonl and the
+    `scoring.write_outputs` files; ``results.json`` gets the settings under ``generation``.
+    ``num_frames`` None: the published protocol's count (video input) or 32 separate frames.
+    """
+    settings, protocol = choose_protocol(model, benchmark, num_frames, input_mode)
     questions = scoring.load_questions(benchmark, questions_path)
     if limit is not None:
         questions = questions[:limit]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    record_settings(out, settings)
     predictions = out / PREDICTIONS_FILE
     generate_predictions(
         model,
@@ -214,8 +314,9 @@ def run(
         media_root,
         predictions,
         batch_size=batch_size,
-        num_frames=num_frames,
+        num_frames=settings.get("num_frames") or frames_io.DEFAULT_NUM_FRAMES,
         progress=progress,
+        protocol=protocol,
     )
     scored = scoring.score_file(benchmark, questions, predictions)
-    return scoring.write_outputs(scored, benchmark, "official", out)
+    return scoring.write_outputs(scored, benchmark, "official", out, {"generation": settings})

@@ -44,11 +44,16 @@ def score_file(
     return benchmark_module(benchmark).score(questions, predictions, parser)
 
 
-def write_outputs(scored: Scored, benchmark: str, parser: str, output_dir: str | Path) -> dict[str, Any]:
-    """Write ``results.json`` (atomically), ``per_question.jsonl``, ``results.md`` and ``results.png``."""
+def write_outputs(
+    scored: Scored, benchmark: str, parser: str, output_dir: str | Path, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``results.json`` (atomically), ``per_question.jsonl``, ``results.md`` and ``results.png``.
+
+    ``extra`` keys (e.g. ``generation``: how predictions were generated) are added to ``results.json``.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = scored.to_json(benchmark, parser)
+    results = {**scored.to_json(benchmark, parser), **(extra or {})}
     write_jsonl_atomic(out / "per_question.jsonl", scored.per_question)
     (out / "results.md").write_text(report.markdown_table(results), encoding="utf-8")
     report.bar_chart(results, out / "results.png")
