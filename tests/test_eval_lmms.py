@@ -142,6 +142,45 @@ def test_gasp_model_generate_until_with_fake_adapter(tmp_path):
     assert model.generate_until(requests) == ["2 views, 5", "3 views, 5"]
 
 
+@pytest.mark.parametrize("mode", ["auto", "images"])
+def test_gasp_model_sends_videos_through_the_video_input(tmp_path, monkeypatch, mode):
+    """Like `gasp eval run`: a video doc reaches a Qwen adapter's video input (input=auto) with the
+    published protocol's frame count, or N separate frames with input=images."""
+    from lmms_eval.api.instance import Instance
+    from test_eval_run import write_video
+
+    from gasp.eval.lmms_plugin.models.gasp import GaspLMM
+    from gasp.models import from_preset
+    from gasp.models.video import VideoClip, VideoInputMixin
+
+    adapter = from_preset("tiny-qwen2.5-vl")
+    calls = {"video": [], "images": []}
+    video_path, image_path = VideoInputMixin.generate_video, type(adapter).generate
+    monkeypatch.setattr(
+        VideoInputMixin, "generate_video", lambda m, c, *a: calls["video"].append(c) or video_path(m, c, *a)
+    )
+    monkeypatch.setattr(
+        type(adapter), "generate", lambda m, f, *a: calls["images"].append(f) or image_path(m, f, *a)
+    )
+    write_video(tmp_path / "scene.mp4", 12)
+    model = GaspLMM(pretrained="unused", adapter=adapter, num_frames="4", input=mode)
+    model.task_dict = {"t": {"test": {0: [str(tmp_path / "scene.mp4")]}}}
+    request = Instance(
+        "generate_until",
+        ("How many chairs?", {"max_new_tokens": 3}, lambda d: d, 0, "t", "test"),
+        idx=0,
+        metadata={"task": "t", "doc_id": 0, "repeats": 1},
+    )
+    assert len(model.generate_until([request])) == 1
+    if mode == "auto":
+        assert model.generation["input"] == "video" and model.generation["num_frames"] == 4
+        assert not calls["images"] and isinstance(calls["video"][0][0], VideoClip)
+        assert len(calls["video"][0][0].indices) == 4
+    else:
+        assert model.generation["input"] == "images"
+        assert not calls["video"] and calls["images"][0][0].shape[0] == 4
+
+
 def test_vsibench_agrees_with_official_functions(shared_data):
     """Our scores equal the thinking-in-space pipeline rebuilt from lmms-eval's own vsibench functions.
 

@@ -13,11 +13,11 @@ import json
 import math
 import re
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_eval_run import write_video
 from transformers import CLIPImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as stock_resize
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as stock_resize_video
@@ -227,20 +227,6 @@ def test_llava_video_tokens_pixels_and_positions(preset):
 
 
 # --------------------------------------------------------------------- end to end: gasp eval run
-def write_video(path, num_frames, size=(48, 64), fps=10):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(num_frames):
-            img = np.full((*size, 3), 20 * i, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def vsi_questions(tmp_path):
     records = [
         {"id": 1, "dataset": "scannet", "scene_name": "scene0001", "question_type": "object_counting",

@@ -1,7 +1,11 @@
 """lmms-eval model ``gasp``: any gasp VLM adapter (checkpoint folder or preset), greedy decoding.
 
-``lmms-eval --model gasp --model_args pretrained=PATH_OR_PRESET,num_frames=32 --tasks vsibench``.
-Videos are sampled with `gasp.eval.frames` (N evenly spaced frames), image sets are stacked views.
+``lmms-eval --model gasp --model_args pretrained=PATH_OR_PRESET[,num_frames=N][,input=auto]
+--tasks vsibench``.
+Videos go through the model's video input with its published protocol (`gasp.models.video`) when
+the family has one (``input=auto``/``video``), as in ``gasp eval run``; else, or with
+``input=images``, N evenly spaced frames as separate images (`gasp.eval.frames`). Image sets
+(All-Angles) are always stacked views.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from gasp.eval.frames import DEFAULT_NUM_FRAMES, read_images, read_video_frames
-from gasp.eval.run import MAX_NEW_TOKENS, generate_answers, load_model
+from gasp.eval.frames import DEFAULT_NUM_FRAMES, read_images, read_video_clip, read_video_frames
+from gasp.eval.run import MAX_NEW_TOKENS, choose_protocol, generate_answers, load_model
 
 _VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
 
@@ -28,26 +32,33 @@ class GaspLMM(lmms):
     def __init__(
         self,
         pretrained: str,
-        num_frames: int = DEFAULT_NUM_FRAMES,
+        num_frames: int | str | None = None,
         batch_size: int | str = 1,
         device: str | None = None,
         dtype: str | None = None,
         adapter: Any = None,
+        input: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.adapter = adapter if adapter is not None else load_model(str(pretrained), device, dtype)
-        self.num_frames = int(num_frames)
+        frames = None if num_frames in (None, "", "None") else int(num_frames)
+        self.num_frames = frames or DEFAULT_NUM_FRAMES
+        # Videos: the model's video input with the published protocol, as `gasp eval run` does.
+        self.generation, self.protocol = choose_protocol(self.adapter, "vsibench", frames, input)
         # lmms-eval may pass "auto": the adapters have no automatic batch sizing, so use 1.
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
 
-    def visual_frames(self, visuals: list[Any]) -> np.ndarray:
-        """(F, H, W, 3) uint8 from a doc's visuals: video paths, image paths or PIL images."""
+    def visual_frames(self, visuals: list[Any]) -> Any:
+        """A doc's visuals: a `VideoClip` for a video path (video input), else (F, H, W, 3) uint8
+        from a video path (separate frames), image paths or PIL images."""
         if (
             len(visuals) == 1
             and isinstance(visuals[0], (str, Path))
             and Path(visuals[0]).suffix in _VIDEO_SUFFIXES
         ):
+            if self.protocol is not None:
+                return read_video_clip(visuals[0], self.protocol.num_frames)
             return read_video_frames(visuals[0], self.num_frames)
         if all(isinstance(v, (str, Path)) for v in visuals):
             return read_images(list(visuals))
@@ -61,14 +72,28 @@ class GaspLMM(lmms):
         answers: list[str] = []
         for start in tqdm(range(0, len(requests), self.batch_size), disable=self.rank != 0, desc="gasp"):
             chunk = requests[start : start + self.batch_size]
-            prompts, frames = [], []
+            prompts, visuals = [], []
             max_new_tokens = MAX_NEW_TOKENS
             for request in chunk:
                 context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
                 prompts.append(context)
-                frames.append(self.visual_frames(doc_to_visual(self.task_dict[task][split][doc_id])))
+                visuals.append(self.visual_frames(doc_to_visual(self.task_dict[task][split][doc_id])))
                 max_new_tokens = int(gen_kwargs.get("max_new_tokens", max_new_tokens))
-            answers.extend(generate_answers(self.adapter, frames, prompts, max_new_tokens))
+            out = [""] * len(chunk)
+            is_clip = [not isinstance(v, np.ndarray) for v in visuals]
+            for kind in (True, False):
+                members = [i for i, c in enumerate(is_clip) if c == kind]
+                if members:
+                    texts = generate_answers(
+                        self.adapter,
+                        [visuals[i] for i in members],
+                        [prompts[i] for i in members],
+                        max_new_tokens,
+                        self.protocol if kind else None,
+                    )
+                    for i, text in zip(members, texts):
+                        out[i] = text
+            answers.extend(out)
         return answers
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
