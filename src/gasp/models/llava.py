@@ -19,8 +19,9 @@ How frames map to tokens in multi-image mode:
   ``gh*gw + r*(gw+1) + c`` of the frame's run. The base tokens see the same pixels (a duplicate).
   The CLS token is dropped (``vision_feature_select_strategy="default"``).
 * Video-mode pooling (LLaVA-NeXT-Video's 2x2 average pooling of ``<video>`` frames, OneVision's
-  bilinear 2x downsampling) is not used: the video processors need torchvision, and GASP supervises
-  full-resolution token grids per frame.
+  bilinear 2x downsampling) is not used for training or probing: GASP supervises full-resolution
+  token grids per frame. Benchmark generation uses it (``build_video_inputs`` / ``generate_video``,
+  `gasp.models.video`, with torchvision-free stand-ins for the video processors).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ How frames map to tokens (all three families, multi-image mode):
   repeats each still image ``temporal_patch_size`` (= 2) times to fill the temporal patch of the
   3D patch embedding. So each frame is its own temporal slice (``image_grid_thw = (1, H/p, W/p)``)
   and nothing is merged across frames. (Video mode would put two consecutive frames into one
-  temporal patch and halve the token count; it is not used because GASP needs one token grid per
-  frame to supervise correspondences between frames.)
+  temporal patch and halve the token count; training and probing do not use it because GASP needs
+  one token grid per frame to supervise correspondences between frames. Benchmark generation does:
+  ``build_video_inputs`` / ``generate_video``, `gasp.models.video`.)
 * The merger turns every 2x2 block of patches into one LLM token: one token covers a
   ``cell = patch_size * spatial_merge_size`` pixel square, and the frame's grid is
   ``(H / cell, W / cell)``. Qwen2.5-VL's window attention reorders patches inside the vision tower
