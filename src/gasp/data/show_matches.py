@@ -29,7 +29,7 @@ import torch
 from gasp import constants as C
 from gasp import viz
 from gasp.cli_args import add_dataclass_arguments, apply_overrides
-from gasp.data.prepare import PrepareConfig, fit_view, sequence_targets
+from gasp.data.fitted import FitConfig, fit_view, sequence_targets
 from gasp.data.registry import open_scene
 from gasp.data.shards import ShardReader
 from gasp.errors import ConfigError
@@ -125,7 +125,7 @@ def match_figure(sequence: dict[str, Any], j: int, max_lines: int = 80, scale: i
 
 def scene_pair(cfg: ShowMatchesConfig) -> dict[str, Any]:
     """Frames I and J of ``cfg.scene`` fitted and with targets computed as `gasp prepare` does."""
-    prep = PrepareConfig(grid=cfg.grid, image_size=cfg.image_size, resize_mode=cfg.resize_mode)
+    prep = FitConfig(grid=tuple(cfg.grid), image_size=cfg.image_size, resize_mode=cfg.resize_mode)
     scene = open_scene(cfg.scene)
     n = len(scene)
     for i in cfg.frames:
