@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from gasp.data.prepare import PrepareConfig
 
 OVERLAP_CELL_PX = 16  # the overlap check runs on depth resized to this many pixels per cell
-VIEW_CACHE_SIZE = 64  # full views kept for the writing pass (synthetic scenes render each frame once)
+VIEW_CACHE_BYTES = 256 * 2**20  # full views kept for the writing pass (small scenes: each frame read once)
 
 
 class LowResFrames:
@@ -42,6 +42,7 @@ class LowResFrames:
         self.bad: dict[int, tuple[str, str]] = {}
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._views: OrderedDict[int, View] = OrderedDict()
+        self._view_bytes = 0
 
     def view(self, i: int) -> View:
         """The full view of a readable frame (from the small cache, else read again)."""
@@ -63,8 +64,10 @@ class LowResFrames:
             depth = resize_depth(view.depth, hw, self.hw, "resize")
             self._cache[i] = (np.asarray(depth), K.numpy(), view.cam_to_world)
             self._views[i] = view
-            if len(self._views) > VIEW_CACHE_SIZE:
-                self._views.popitem(last=False)
+            self._view_bytes += view.image.nbytes + view.depth.nbytes
+            while self._view_bytes > VIEW_CACHE_BYTES:
+                old = self._views.popitem(last=False)[1]
+                self._view_bytes -= old.image.nbytes + old.depth.nbytes
         return self._cache[i]
 
     def overlap(self, a: int, b: int) -> float:
