@@ -240,3 +240,17 @@ def test_cli_prepare_runs_verifies_and_refuses_removed_flags(tmp_path, scenes, c
     assert "--grid is no longer a `gasp prepare` option" in capsys.readouterr().err
     assert main(["prepare", "--output", str(tmp_path / "none"), "--progress", "false"]) == 2
     assert "no scenes" in capsys.readouterr().err
+
+
+def test_real_7scenes_with_64_sequences_stays_within_twice_the_source(shared_data, tmp_path):
+    source = shared_data / "rgbd" / "7scenes-redkitchen"
+    cfg = PrepareConfig(output=str(tmp_path / "out"), scenes=[str(source)], sequences_per_scene=64)
+    cfg.progress = False
+    summary = prepare(cfg)
+    assert summary.sequences == 64 and summary.frames > 64 * 8
+    size = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
+    source_size = sum(p.stat().st_size for p in source.iterdir() if p.is_file())
+    assert size <= 2 * source_size, (size, source_size)
+    data = open_prepared(cfg.output, verify="full")
+    view = data.view(0, 0)
+    assert view.image.shape == (480, 640, 3) and view.depth.shape == (480, 640)
