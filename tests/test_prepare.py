@@ -147,8 +147,11 @@ def test_bad_frames_and_scenes_are_skipped_with_warnings_and_counts(tmp_path, sc
         assert not {v.index for v in data.views(bad_id, data.index.frames(i))} & {1, 2}
 
 
-def test_skip_reasons_show_one_exact_example_each(tmp_path, scenes):
+def test_skip_reasons_show_one_exact_example_each(tmp_path, scenes, monkeypatch):
     """Grouped counts, each shown with an exact reason (numbers and nested parentheses kept) and file."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)  # lmms_eval turns it on when imported
     root = write_folder_scene(tmp_path / "room", seed=6, num_frames=6)
     jpeg = (root / "color" / "000003.png").read_bytes()
     (root / "color" / "000003.png").write_bytes(jpeg[: len(jpeg) // 2])  # truncated
