@@ -65,7 +65,8 @@ def test_index_is_memory_mapped_and_pickles_as_paths(prepared):
     blob = pickle.dumps(data)
     assert len(blob) < 20_000
     copy = pickle.loads(blob)
-    assert isinstance(copy.index.frames_flat, np.memmap)  # re-mapped from the file, not copied
+    mapped = copy.index.frames_flat  # re-mapped from the file, not copied
+    assert isinstance(mapped, np.memmap) and Path(mapped.filename) == root / "index" / "frames.npy"
     assert [copy.index.sequence_id(i) for i in range(5)] == [index.sequence_id(i) for i in range(5)]
     np.testing.assert_array_equal(copy.view(0, 1).image, data.view(0, 1).image)
 
