@@ -14,6 +14,7 @@ import pytest
 from gasp.cli import main
 from gasp.data.prepare import prepare
 from gasp.data.store import DamagedFolderError, open_prepared
+from gasp.errors import BadInputError, ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepared_scenes import folder_files, tiny_config, write_folder_scene  # noqa: E402
@@ -107,3 +108,17 @@ def test_missing_scene_file(folder, prepared):
     with pytest.raises(DamagedFolderError, match=r"scenes/00000.zip: is missing"):
         open_prepared(folder)
     assert _rerun_repairs(folder, prepared).scenes_reused == 1
+
+
+def test_unreadable_manifest_is_refused_and_a_rerun_redoes_every_scene(folder, prepared):
+    (folder / "manifest.json").write_text('{"format": "gasp-prepared", "scen')
+    with pytest.raises(BadInputError, match=r"manifest.json: not readable JSON"):
+        open_prepared(folder)
+    assert _rerun_repairs(folder, prepared).scenes_reused == 0
+
+
+def test_a_folder_of_the_old_format_is_not_overwritten(tmp_path, prepared):
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "gasp-shards", "version": 1}))
+    with pytest.raises(ConfigError, match=r"old per-sequence shard format.*use a new output folder"):
+        prepare(tiny_config(tmp_path, prepared[1]["scenes"]))
+    assert json.loads((tmp_path / "manifest.json").read_text())["format"] == "gasp-shards"

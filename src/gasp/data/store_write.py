@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -30,10 +31,11 @@ from gasp.data.store import (
     read_manifest_json,
 )
 from gasp.data.views import View
-from gasp.errors import ConfigError
+from gasp.errors import BadInputError, ConfigError
 
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time zip can store: files never depend on the clock
 IMAGE_FORMATS = {"jpeg": "jpg", "png": "png"}
+log = logging.getLogger(__name__)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -194,8 +196,8 @@ class ManifestWriter:
         }
         self.entries: dict[int, dict[str, Any]] = {}
         path = root / MANIFEST
-        if path.exists():
-            old = read_manifest_json(path)
+        old = self._previous(path)
+        if old is not None:
             if old.get("config") != self.manifest["config"]:
                 raise ConfigError(
                     f"{path} was written with a different config "
@@ -205,6 +207,22 @@ class ManifestWriter:
             for entry in old.get("scenes", []):
                 if isinstance(entry, dict) and isinstance(entry.get("id"), int):
                     self.entries[entry["id"]] = entry
+
+    @staticmethod
+    def _previous(path: Path) -> dict[str, Any] | None:
+        """The manifest of an earlier run; None when there is none or it is not readable JSON (then
+        every scene is redone). A manifest of another format is refused: nothing is overwritten."""
+        if not path.exists():
+            return None
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("%s is not readable (%s): preparing every scene again", path, exc)
+            return None
+        try:
+            return read_manifest_json(path)
+        except BadInputError as exc:
+            raise ConfigError(f"{exc}; use a new output folder, or delete this one to start over") from exc
 
     def record(self, entry: Mapping[str, Any]) -> None:
         """Add (or replace) a finished scene's entry; the folder is incomplete until :meth:`complete`."""
