@@ -1,4 +1,5 @@
-"""Throughput of `gasp prepare` (sequences/s) on built-in synthetic scenes with the default settings.
+"""Throughput of `gasp prepare` (sequences/s) on built-in synthetic scenes with the default settings
+(frames stored once per scene, format "gasp-prepared").
 
 Prints one JSON object. Example:
     python benchmarks/bench_prepare.py --scenes 2 --workers 1
@@ -12,6 +13,7 @@ import os
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -41,7 +43,7 @@ def main() -> None:
         start = time.perf_counter()
         summary = prepare(cfg)
         seconds = time.perf_counter() - start
-        size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+        size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     print(
         json.dumps(
             {
@@ -53,8 +55,7 @@ def main() -> None:
                 "sequences_per_s": round(summary.sequences / seconds, 3),
                 "frames_per_s": round(summary.frames / seconds, 2),
                 "mb_per_sequence": round(size / max(summary.sequences, 1) / 2**20, 3),
-                "grid": list(cfg.grid),
-                "image_size": list(cfg.image_hw),
+                "frames_stored": summary.frames_stored,
                 "frames_per_sequence": [cfg.min_frames, cfg.max_frames],
                 "workers": args.workers,
                 "torch_threads": torch.get_num_threads(),

@@ -1,37 +1,26 @@
-"""gasp prepare: targets, determinism, resume after a kill, bad-input skipping, errors, CLI."""
+"""gasp prepare: frames stored once + index, sampling, determinism, resume after a kill, skips, CLI."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from prepared_scenes import folder_files, tiny_config, write_folder_scene
 
-from gasp import constants as C
 from gasp.cli import main
+from gasp.data import prepare_scene
 from gasp.data.prepare import LOW_OVERLAP, PrepareConfig, prepare
-from gasp.data.shards import ShardReader, ShardWriter
-from gasp.data.synthetic import SyntheticScene
+from gasp.data.prepare_scene import LowResFrames
+from gasp.data.registry import open_scene
+from gasp.data.store import open_prepared
+from gasp.data.store_write import ManifestWriter
 from gasp.errors import BadInputError, ConfigError
-
-HW = (32, 32)
-
-
-def write_folder_scene(root: Path, seed: int, num_frames: int = 8) -> Path:
-    """A tiny scene in gasp's generic folder format, rendered by the synthetic renderer."""
-    scene = SyntheticScene(seed, num_frames=num_frames, height=HW[0], width=HW[1], path_length=0.6)
-    for sub in ("color", "depth", "poses"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    np.savetxt(root / "intrinsics.txt", scene.K)
-    for i in range(num_frames):
-        view = scene.view(i)
-        Image.fromarray(view.image).save(root / "color" / f"{i:06d}.png")
-        np.save(root / "depth" / f"{i:06d}.npy", view.depth)
-        np.savetxt(root / "poses" / f"{i:06d}.txt", view.cam_to_world)
-    return root
+from gasp.geometry.sampling import draw_num_frames
 
 
 @pytest.fixture(scope="module")
@@ -50,86 +39,40 @@ def scenes(tmp_path_factory) -> dict[str, Path]:
     return {"a": good_a, "b": good_b, "bad": bad, "hopeless": hopeless}
 
 
-def tiny_config(output: Path, scenes: list[Path | str], **kw) -> PrepareConfig:
-    base = {
-        "output": str(output),
-        "scenes": [str(s) for s in scenes],
-        "grid": (4, 4),
-        "image_size": HW,
-        "sequences_per_scene": 3,
-        "min_frames": 3,
-        "max_frames": 5,
-        "radius": 4,
-        "min_overlap": 0.3,
-        "border": 1,
-        "track_grids": [8, 4],
-        "sequences_per_shard": 2,
-        "progress": False,
-    }
-    base.update(kw)
-    return PrepareConfig(**base)
-
-
-def shard_bytes(root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(root.glob("shard-*.tar"))}
-
-
-def assert_same_shards(a: Path, b: Path) -> None:
-    """Same sequences key by key (for a readable failure), then byte-identical shard files."""
-    seqs_a, seqs_b = list(ShardReader(a, allow_partial=True)), list(ShardReader(b, allow_partial=True))
-    assert [s[C.SEQUENCE_ID] for s in seqs_a] == [s[C.SEQUENCE_ID] for s in seqs_b]
-    for x, y in zip(seqs_a, seqs_b):
-        for key in x:
-            same = x[key] == y[key] if isinstance(x[key], str) else x[key].tobytes() == y[key].tobytes()
-            assert same and np.shape(x[key]) == np.shape(y[key]), f"{x[C.SEQUENCE_ID]}: {key} differs"
-    assert shard_bytes(a) == shard_bytes(b)
-
-
-def test_prepare_writes_targets_of_the_documented_shapes(tmp_path, scenes):
-    cfg = tiny_config(tmp_path / "out", [scenes["a"], scenes["b"]])
+def test_frames_are_stored_once_and_decode_to_the_readers_views(tmp_path, scenes):
+    cfg = tiny_config(tmp_path / "out", [scenes["a"], scenes["b"]], image_format="png")
     summary = prepare(cfg)
-    reader = ShardReader(cfg.output)
-    seqs = list(reader)
-    assert summary.sequences == len(seqs) == len(reader) == 6
-    assert summary.scenes == summary.scenes_used == 2 and summary.shards == 3
-    assert summary.frames == sum(s[C.FRAMES].shape[0] for s in seqs)
-    assert reader.grid == (4, 4) and reader.image_size == HW
-    assert len({s[C.SEQUENCE_ID] for s in seqs}) == 6
-    assert {s[C.SCENE] for s in seqs} == {"room_a", "room_b"}
-    num_tracks = (8 * 8 + 4 * 4) // 2
-    for s in seqs:
-        f = s[C.FRAMES].shape[0]
-        assert 2 <= f <= 5
-        assert s[C.FRAMES].shape == (f, *HW, 3) and s[C.FRAMES].dtype == np.uint8
-        assert s[C.INTRINSICS].shape == (f, 3, 3) and s[C.CAM_TO_WORLD].shape == (f, 4, 4)
-        assert s[C.MATCH_INDEX].shape == (f, 16) and s[C.MATCH_SUBCELL].shape == (f, 16, 2)
-        assert s[C.TOKEN_DEPTH].shape == (f, 4, 4)
-        assert s[C.TRACK_UV].shape == (num_tracks, f, 2) and s[C.TRACK_QUERY_UV].shape == (num_tracks, 2)
-        # non-anchor frames are in time order and within the radius of the anchor
-        idx = s[C.FRAME_INDEX]
-        assert list(idx[1:]) == sorted(idx[1:]) and np.abs(idx[1:] - idx[0]).max() <= 4
-        # the anchor matches itself; every frame kept has some valid match
-        valid0 = s[C.MATCH_VALID][0]
-        np.testing.assert_array_equal(s[C.MATCH_INDEX][0][valid0], np.arange(16)[valid0])
-        assert s[C.MATCH_VALID][1:].any(axis=1).all()
-    # the manifest stores the content config and the summary
-    manifest = reader.manifest
-    assert manifest["config"]["image_size"] == list(HW) and manifest["summary"]["sequences"] == 6
+    data = open_prepared(cfg.output)
+    index = data.index
+    assert summary.sequences == len(index) == 6 and summary.scenes == summary.scenes_used == 2
+    assert data.scenes == ["room_a", "room_b"] and data.config["radius"] == 4
+    assert summary.frames == int(index.num_frames.sum())
+    assert len({index.sequence_id(i) for i in range(len(index))}) == 6
+    for s, spec in enumerate((scenes["a"], scenes["b"])):
+        reader = open_scene(spec)
+        used = sorted({int(f) for i in range(len(index)) if index.scene[i] == s for f in index.frames(i)})
+        assert used == list(range(data.num_frames(s)))  # exactly the frames some sequence uses, once
+        for pos in used:
+            got = data.view(s, pos)
+            ref = reader.view(got.index)  # folder scene: View.index is the reader's position
+            np.testing.assert_array_equal(got.image, ref.image)  # png: lossless colour
+            np.testing.assert_allclose(got.depth, ref.depth, atol=5e-4)  # millimetres
+            np.testing.assert_allclose(got.K, ref.K)
+            np.testing.assert_allclose(got.cam_to_world, ref.cam_to_world)
+    for i in range(len(index)):
+        views = data.views(int(index.scene[i]), index.frames(i))
+        src = [v.index for v in views]
+        assert src[1:] == sorted(src[1:]) and max(abs(t - src[0]) for t in src) <= 4
+        assert 2 <= len(views) == index.num_frames[i] <= 5
 
 
-def test_frames_are_resized_with_their_intrinsics(tmp_path, scenes):
-    """Halving the image size halves fx: K follows the resize (fit_intrinsics), depth stays in metres."""
-    full = tiny_config(tmp_path / "full", [scenes["a"]], sequences_per_scene=1, min_overlap=0.0)
-    half = dataclasses.replace(full, output=str(tmp_path / "half"), image_size=(16, 16))
-    prepare(full)
-    prepare(half)
-    (a,), (b,) = list(ShardReader(full.output)), list(ShardReader(half.output))
-    np.testing.assert_array_equal(a[C.FRAME_INDEX], b[C.FRAME_INDEX])  # same sampling
-    assert b[C.FRAMES].shape[1:3] == (16, 16)
-    np.testing.assert_allclose(b[C.INTRINSICS][:, 0, 0], a[C.INTRINSICS][:, 0, 0] / 2, rtol=1e-5)
-    np.testing.assert_allclose(
-        b[C.INTRINSICS][:, 0, 2], (a[C.INTRINSICS][:, 0, 2] + 0.5) / 2 - 0.5, rtol=1e-5
-    )
+def test_the_index_keeps_the_papers_draws_exactly(tmp_path, scenes):
+    """Without the overlap filter or bad frames, F is exactly the sampler's draw for (seed, scene, k)."""
+    cfg = tiny_config(tmp_path / "out", [scenes["a"]], sequences_per_scene=12, min_overlap=0.0, seed=5)
+    prepare(cfg)
+    index = open_prepared(cfg.output).index
+    drawn = [draw_num_frames(np.random.default_rng([5, 0, k]), 3, 5) for k in range(12)]
+    assert index.num_frames.tolist() == drawn and index.number.tolist() == list(range(12))
 
 
 def test_output_is_identical_for_any_worker_count_and_reruns(tmp_path, scenes):
@@ -137,46 +80,41 @@ def test_output_is_identical_for_any_worker_count_and_reruns(tmp_path, scenes):
     two = dataclasses.replace(one, output=str(tmp_path / "two"), workers=2)
     prepare(one)
     prepare(two)
-    assert_same_shards(tmp_path / "one", tmp_path / "two")
-    assert len(shard_bytes(tmp_path / "one")) == 3
-
-    # a second run over a finished folder reuses every shard without touching it
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "one").glob("shard-*.tar")}
-    summary = prepare(one)
-    assert summary.shards_reused == 3 and summary.sequences == 6
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "one").glob("shard-*.tar")} == mtimes
-    assert len(ShardReader(tmp_path / "one")) == 6  # and the folder still reads as complete
+    assert folder_files(tmp_path / "one") == folder_files(tmp_path / "two")
+    files = [p for p in (tmp_path / "one").rglob("*") if p.is_file() and p.name != ".gasp-lock"]
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    summary = prepare(one)  # a finished folder: every scene reused, no file touched
+    assert summary.scenes_reused == 2 and summary.sequences == 6
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, scenes, monkeypatch):
-    cfg = tiny_config(tmp_path / "killed", [scenes["a"], scenes["b"]])
+    cfg = tiny_config(tmp_path / "killed", [scenes["a"], scenes["b"], scenes["bad"]])
+    record = ManifestWriter.record
     calls = {"n": 0}
-    record = ShardWriter.record
 
     def record_then_die(self, entry):
         record(self, entry)
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt  # killed after two finished shards
+            raise KeyboardInterrupt  # killed after two finished scenes
 
-    monkeypatch.setattr(ShardWriter, "record", record_then_die)
+    monkeypatch.setattr(ManifestWriter, "record", record_then_die)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg)
     monkeypatch.undo()
     out = tmp_path / "killed"
-    with pytest.raises(BadInputError, match="did not finish"):
-        ShardReader(out)
-    finished = {p: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
+    with pytest.raises(BadInputError, match=r"did not finish \(2 of 3 scenes\)"):
+        open_prepared(out)
+    finished = {p: p.stat().st_mtime_ns for p in (out / "scenes").glob("*.zip")}
     assert len(finished) == 2
-    (out / "shard-00002.tar.tmp").write_bytes(b"half-written by the killed run")
+    (out / "scenes" / "00002.zip.tmp").write_bytes(b"half-written by the killed run")
 
     summary = prepare(cfg)
-    assert summary.shards_reused == 2 and not (out / "shard-00002.tar.tmp").exists()
+    assert summary.scenes_reused == 2 and not (out / "scenes" / "00002.zip.tmp").exists()
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
-    clean = dataclasses.replace(cfg, output=str(tmp_path / "clean"))
-    prepare(clean)
-    assert_same_shards(out, tmp_path / "clean")
-    assert ShardReader(out).manifest["summary"] == ShardReader(clean.output).manifest["summary"]
+    prepare(dataclasses.replace(cfg, output=str(tmp_path / "clean")))
+    assert folder_files(out) == folder_files(tmp_path / "clean")
 
 
 def test_bad_frames_and_scenes_are_skipped_with_warnings_and_counts(tmp_path, scenes, caplog):
@@ -196,18 +134,65 @@ def test_bad_frames_and_scenes_are_skipped_with_warnings_and_counts(tmp_path, sc
     assert str(missing) in text
 
     assert summary.scenes == 4 and summary.scenes_used == 2
-    assert summary.scenes_skipped == {"no usable sequence": 1, "could not be opened": 1}
+    opened = [k for k in summary.scenes_skipped if k.startswith("could not be opened: ")]
+    assert summary.scenes_skipped["no usable sequence"] == 1 and len(opened) == 1
+    assert str(missing) in summary.examples[opened[0]]["reason"]  # the underlying reason, exactly
     # 2 unreadable frames in room_bad, 2 in room_hopeless, each counted once
     assert sum(summary.frames_skipped.values()) == 4
     assert any("not finite" in r for r in summary.frames_skipped)
-    # room_hopeless (only frame 0 readable) loses its 3 sequences; the others lose none
-    assert sum(summary.sequences_skipped.values()) == 3
+    assert sum(summary.sequences_skipped.values()) == 3  # room_hopeless loses its 3 sequences
     assert set(summary.sequences_skipped) <= {"fewer than 2 usable frames", "no readable anchor frame"}
-    seqs = list(ShardReader(cfg.output))
-    assert summary.sequences == len(seqs) == 6
-    for s in seqs:
-        if s[C.SCENE] == "room_bad":
-            assert not set(s[C.FRAME_INDEX].tolist()) & {1, 2}
+    data = open_prepared(cfg.output)
+    assert summary.sequences == len(data.index) == 6
+    bad_id = data.scenes.index("room_bad")
+    for i in np.flatnonzero(data.index.scene[:] == bad_id):
+        assert not {v.index for v in data.views(bad_id, data.index.frames(i))} & {1, 2}
+
+
+def test_skip_reasons_show_one_exact_example_each(tmp_path, scenes, monkeypatch):
+    """Grouped counts, each shown with an exact reason (numbers and nested parentheses kept) and file."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)  # lmms_eval turns it on when imported
+    root = write_folder_scene(tmp_path / "room", seed=6, num_frames=6)
+    colour = root / "color" / "000003.png"
+    buf = io.BytesIO()
+    Image.open(colour).save(buf, format="JPEG", quality=90)
+    colour.write_bytes(buf.getvalue()[:-40])  # a truncated JPEG (the name does not matter to PIL)
+    summary = prepare(tiny_config(tmp_path / "out", [root], min_overlap=0.0, sequences_per_scene=6))
+    (key,) = [k for k in summary.frames_skipped if "truncated" in k]
+    example = summary.examples[key]
+    assert example["file"].endswith("color/000003.png")
+    text = summary.format()
+    assert example["reason"] in text and example["file"] in text
+    assert "(" in example["reason"] and example["reason"].count("(") == example["reason"].count(")")
+    assert "bytes not processed" in example["reason"]  # PIL's nested detail, shown exactly
+    assert not key.endswith(")") and "N" not in example["reason"]
+
+
+def test_reason_groups_drop_details_but_not_text():
+    from gasp.data.prepare_summary import reason_key
+
+    truncated = "colour image is corrupt or truncated (image file is truncated (5 bytes not processed))"
+    assert reason_key(truncated) == "colour image is corrupt or truncated"
+    key = reason_key("depth PNG must be single-channel 16-bit, got mode RGB shape (4, 4, 3)")
+    assert key == "depth PNG must be single-channel N-bit, got mode RGB shape"
+
+
+def test_frames_a_reader_drops_are_counted(tmp_path, scenes, monkeypatch):
+    real = prepare_scene.open_scene
+
+    def with_dropped(spec):
+        scene = real(spec)
+        scene.dropped = [("rgb/0017.png", "no pose within 0.02 s (nearest is 0.5 s away)")]
+        return scene
+
+    monkeypatch.setattr(prepare_scene, "open_scene", with_dropped)
+    summary = prepare(tiny_config(tmp_path / "out", [scenes["a"]], min_overlap=0.0))
+    (key,) = summary.frames_skipped
+    assert summary.frames_skipped[key] == 1 and key.startswith("dropped by the reader: no pose within")
+    assert summary.examples[key]["file"] == "rgb/0017.png"
+    assert "0.02 s" in summary.format()
 
 
 def test_low_overlap_frames_are_redrawn_or_dropped(tmp_path, scenes):
@@ -215,9 +200,13 @@ def test_low_overlap_frames_are_redrawn_or_dropped(tmp_path, scenes):
     cfg = tiny_config(tmp_path / "out", [scenes["a"]], sequences_per_scene=6, min_overlap=threshold, radius=7)
     summary = prepare(cfg)
     assert summary.frames_skipped.get(LOW_OVERLAP, 0) > 0
-    for s in ShardReader(cfg.output):
-        # overlap = fraction of anchor cells with a valid match (sampling.overlap_fraction)
-        assert (s[C.MATCH_VALID][1:].mean(axis=1) >= threshold).all()
+    data = open_prepared(cfg.output)
+    check = LowResFrames(open_scene(scenes["a"]), cfg)
+    for i in range(len(data.index)):
+        src = [v.index for v in data.views(0, data.index.frames(i))]
+        for t in src:
+            assert check.get(t) is not None
+        assert all(check.overlap(src[0], t) >= threshold for t in src[1:])
 
 
 def test_nothing_usable_is_a_clear_error(tmp_path, scenes):
@@ -227,64 +216,49 @@ def test_nothing_usable_is_a_clear_error(tmp_path, scenes):
 
 
 def test_config_errors_name_the_flag(tmp_path, scenes):
-    with pytest.raises(ConfigError, match="--image-size or --cell-size"):
-        PrepareConfig(image_size=(32, 32), cell_size=8)
     with pytest.raises(ConfigError, match="--min-frames"):
         PrepareConfig(min_frames=5, max_frames=4)
+    with pytest.raises(ConfigError, match="--image-format"):
+        PrepareConfig(image_format="webp")
     with pytest.raises(ConfigError, match="no scenes"):
         prepare(PrepareConfig(output=str(tmp_path / "x"), progress=False))
-    assert PrepareConfig(grid=(3, 4), cell_size=14).image_hw == (42, 56)
-    assert PrepareConfig(grid=(3, 4)).image_hw == (84, 112)
     cfg = tiny_config(tmp_path / "out", [scenes["a"]], sequences_per_scene=1)
     prepare(cfg)
     with pytest.raises(ConfigError, match="different config.*radius"):
         prepare(dataclasses.replace(cfg, radius=3))
 
 
-def test_cli_prepare_runs_and_documents_its_flags(tmp_path, scenes, capsys):
+def test_cli_prepare_runs_verifies_and_refuses_removed_flags(tmp_path, scenes, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["prepare", "--help"])
     assert exc.value.code == 0
     help_text = capsys.readouterr().out
-    for flag in (
-        "--scenes",
-        "--synthetic",
-        "--grid",
-        "--image-size",
-        "--cell-size",
-        "--sequences-per-shard",
-        "--workers",
-        "--min-overlap",
-    ):
+    for flag in ("--scenes", "--synthetic", "--workers", "--min-overlap", "--verify", "--image-format"):
         assert flag in help_text
+    assert "--grid" not in help_text
     out = tmp_path / "cli"
-    argv = [
-        "prepare",
-        "--scenes",
-        str(scenes["a"]),
-        "--output",
-        str(out),
-        "--grid",
-        "2",
-        "2",
-        "--image-size",
-        "16",
-        "16",
-        "--sequences-per-scene",
-        "2",
-        "--min-frames",
-        "2",
-        "--max-frames",
-        "3",
-        "--track-grids",
-        "4",
-        "--progress",
-        "false",
-        "--min-overlap",
-        "0",
-    ]
+    argv = ["prepare", "--scenes", str(scenes["a"]), "--output", str(out), "--sequences-per-scene", "2"]
+    argv += ["--min-frames", "2", "--max-frames", "3", "--progress", "false", "--min-overlap", "0"]
     assert main(argv) == 0
     assert "2 sequences" in capsys.readouterr().out
-    assert len(ShardReader(out)) == 2
+    assert len(open_prepared(out).index) == 2
+    assert main(["prepare", "--verify", str(out)]) == 0
+    assert "complete and intact" in capsys.readouterr().out
+    assert main([*argv, "--grid", "12", "16"]) == 2
+    assert "--grid is no longer a `gasp prepare` option" in capsys.readouterr().err
     assert main(["prepare", "--output", str(tmp_path / "none"), "--progress", "false"]) == 2
     assert "no scenes" in capsys.readouterr().err
+
+
+def test_real_7scenes_with_64_sequences_stays_within_twice_the_source(shared_data, tmp_path):
+    source = shared_data / "rgbd" / "7scenes-redkitchen"
+    cfg = PrepareConfig(output=str(tmp_path / "out"), scenes=[str(source)], sequences_per_scene=64)
+    cfg.progress = False
+    summary = prepare(cfg)
+    assert summary.sequences == 64 and summary.frames > 64 * 8
+    size = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
+    source_size = sum(p.stat().st_size for p in source.iterdir() if p.is_file())
+    assert size <= 2 * source_size, (size, source_size)
+    data = open_prepared(cfg.output, verify="full")
+    view = data.view(0, 0)
+    assert view.image.shape == (480, 640, 3) and view.depth.shape == (480, 640)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_prepare import tiny_config, write_folder_scene
+from prepared_scenes import tiny_config, write_folder_scene
 
 from gasp import constants as C
 from gasp import viz
@@ -82,7 +82,7 @@ def test_match_figure_draws_lines_and_flow_panel():
         match_figure(seq, 2)
 
 
-def test_show_matches_on_a_scene_and_on_shards(tmp_path):
+def test_show_matches_on_a_scene_and_on_prepared_data(tmp_path):
     scene = write_folder_scene(tmp_path / "room", seed=5, num_frames=6)
     out = tmp_path / "scene.png"
     show_matches(
@@ -91,13 +91,19 @@ def test_show_matches_on_a_scene_and_on_shards(tmp_path):
     with Image.open(out) as im:
         assert im.size == expected_size((32, 32), 2) and im.mode == "RGB"
 
-    cfg = tiny_config(tmp_path / "shards", [scene])
+    cfg = tiny_config(tmp_path / "prepared", [scene])
     prepare(cfg)
-    png = tmp_path / "shard.png"
+    png = tmp_path / "prepared.png"
     argv = [
         "show-matches",
-        "--shards",
+        "--data",
         cfg.output,
+        "--grid",
+        "4",
+        "4",
+        "--image-size",
+        "32",
+        "32",
         "--index",
         "1",
         "--frames",
@@ -111,8 +117,8 @@ def test_show_matches_on_a_scene_and_on_shards(tmp_path):
     assert main(argv) == 0
     with Image.open(png) as im:
         assert im.size == expected_size((32, 32), 3)
-    assert main(["show-matches", "--shards", cfg.output, "--frames", "1", "2", "--output", str(png)]) == 2
-    assert main(["show-matches", "--shards", cfg.output, "--frames", "0", "99", "--output", str(png)]) == 2
+    assert main(["show-matches", "--data", cfg.output, "--frames", "1", "2", "--output", str(png)]) == 2
+    assert main(["show-matches", "--data", cfg.output, "--frames", "0", "99", "--output", str(png)]) == 2
     assert main(["show-matches", "--output", str(png)]) == 2
 
 

@@ -12,7 +12,10 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("gasp.data.prepare", "scenes -> training sequences with correspondence targets, as shards"),
+    "prepare": (
+        "gasp.data.prepare",
+        "scenes -> prepared data: frames stored once + the paper's sequence index",
+    ),
     "annotate": (
         "gasp.data.annotate",
         "depth maps for scenes without depth (DL3DV, COLMAP) from a depth model",

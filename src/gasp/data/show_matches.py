@@ -5,21 +5,20 @@ Top row: frame I (the anchor) and frame J side by side, with a line per sampled 
 from I to J, coloured by the displacement of each anchor cell to its match (hue = direction,
 saturation = length, see the wheel; grey = no valid match), over frame I and on their own.
 
-From a scene, the targets are computed exactly as `gasp prepare` computes them (same resize, K,
-visibility test). From prepared shards (``--shards DIR --index K``) the stored targets of sequence K
-are drawn; frame I must then be 0 (targets are stored from the anchor).
+From a scene, the targets of frames I and J are computed at the given grid and image size. From a
+prepared folder (``--data DIR --index K``) the frames of sequence K are read and its targets
+computed the same way, from the anchor: frame I must then be 0.
 
 Examples:
   gasp show-matches --scene synthetic:0 --frames 0 6 --output matches.png
   gasp show-matches --scene /data/7scenes/redkitchen --frames 0 30 --grid 12 16 --output kitchen.png
-  gasp show-matches --shards runs/synthetic --index 3 --frames 0 5 --output seq3.png
+  gasp show-matches --data runs/synthetic --index 3 --frames 0 5 --output seq3.png
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,9 @@ import torch
 from gasp import constants as C
 from gasp import viz
 from gasp.cli_args import add_dataclass_arguments, apply_overrides
-from gasp.data.prepare import PrepareConfig, fit_view, sequence_targets
+from gasp.data.fitted import FitConfig, fit_view, sequence_targets
 from gasp.data.registry import open_scene
-from gasp.data.shards import ShardReader
+from gasp.data.store import open_prepared
 from gasp.errors import ConfigError
 
 GAP = 8  # white pixels between panels
@@ -43,19 +42,17 @@ class ShowMatchesConfig:
 
     output: str = field(default="matches.png", metadata={"help": "PNG to write"})
     scene: str | None = field(default=None, metadata={"help": "scene folder or synthetic:SEED"})
-    shards: str | None = field(default=None, metadata={"help": "prepared shards folder (instead of --scene)"})
-    index: int = field(default=0, metadata={"help": "with --shards: sequence number in reading order"})
+    data: str | None = field(default=None, metadata={"help": "prepared folder (instead of --scene)"})
+    index: int = field(default=0, metadata={"help": "with --data: sequence number in the index"})
     frames: tuple[int, int] = field(
         default=(0, 1),
-        metadata={
-            "help": "frames I J: positions 0..N-1 in the scene (--scene) or in the sequence (--shards)"
-        },
+        metadata={"help": "frames I J: positions 0..N-1 in the scene (--scene) or in the sequence (--data)"},
     )
-    grid: tuple[int, int] = field(default=(8, 8), metadata={"help": "token grid GH GW (--scene only)"})
+    grid: tuple[int, int] = field(default=(8, 8), metadata={"help": "token grid GH GW"})
     image_size: tuple[int, int] | None = field(
-        default=None, metadata={"help": "frame size H W (--scene only; default grid x 28 px)"}
+        default=None, metadata={"help": "frame size H W (default grid x 28 px)"}
     )
-    resize_mode: str = field(default="center_crop", metadata={"help": "center_crop or resize (--scene only)"})
+    resize_mode: str = field(default="center_crop", metadata={"help": "center_crop or resize"})
     max_lines: int = field(default=80, metadata={"help": "most correspondence lines drawn"})
     scale: int = field(default=2, metadata={"help": "integer enlargement of the frames in the figure"})
 
@@ -71,7 +68,7 @@ def match_figure(sequence: dict[str, Any], j: int, max_lines: int = 80, scale: i
     """The show-matches picture of positions 0 (anchor) and ``j`` of a prepared sequence.
 
     Args:
-        sequence: a dict with the shard keys (``gasp.constants``) of one sequence.
+        sequence: a dict with the sequence keys (``gasp.constants``) of one sequence.
         j: position of the second frame (1 <= j < F).
         max_lines: most correspondence lines (evenly spread over the visible tracks).
         scale: integer enlargement of the frames.
@@ -125,7 +122,7 @@ def match_figure(sequence: dict[str, Any], j: int, max_lines: int = 80, scale: i
 
 def scene_pair(cfg: ShowMatchesConfig) -> dict[str, Any]:
     """Frames I and J of ``cfg.scene`` fitted and with targets computed as `gasp prepare` does."""
-    prep = PrepareConfig(grid=cfg.grid, image_size=cfg.image_size, resize_mode=cfg.resize_mode)
+    prep = FitConfig(grid=tuple(cfg.grid), image_size=cfg.image_size, resize_mode=cfg.resize_mode)
     scene = open_scene(cfg.scene)
     n = len(scene)
     for i in cfg.frames:
@@ -137,26 +134,28 @@ def scene_pair(cfg: ShowMatchesConfig) -> dict[str, Any]:
     return sequence
 
 
-def shard_sequence(cfg: ShowMatchesConfig) -> dict[str, Any]:
-    """Sequence number ``cfg.index`` (reading order) of the prepared shards in ``cfg.shards``."""
+def prepared_sequence(cfg: ShowMatchesConfig) -> dict[str, Any]:
+    """Sequence ``cfg.index`` of the prepared folder ``cfg.data``, fitted, with its targets."""
     if cfg.frames[0] != 0:
+        raise ConfigError(f"--frames {cfg.frames[0]} {cfg.frames[1]}: with --data, I must be 0 (the anchor)")
+    data = open_prepared(cfg.data)
+    if not 0 <= cfg.index < len(data.index):
         raise ConfigError(
-            f"--frames {cfg.frames[0]} {cfg.frames[1]}: with --shards, I must be 0 (the anchor)"
+            f"--index {cfg.index} is out of range: {cfg.data} holds {len(data.index)} sequences"
         )
-    reader = ShardReader(cfg.shards, allow_partial=True)
-    if not 0 <= cfg.index < len(reader):
-        raise ConfigError(f"--index {cfg.index} is out of range: {cfg.shards} holds {len(reader)} sequences")
-    return next(islice(reader.iter(start=cfg.index), 1))
+    prep = FitConfig(grid=tuple(cfg.grid), image_size=cfg.image_size, resize_mode=cfg.resize_mode)
+    views = data.views(int(data.index.scene[cfg.index]), data.index.frames(cfg.index))
+    return sequence_targets([fit_view(v, prep.image_hw, prep.resize_mode) for v in views], prep)
 
 
 def show_matches(cfg: ShowMatchesConfig) -> Path:
     """Write the picture described in the module docstring; returns the PNG path."""
-    if (cfg.scene is None) == (cfg.shards is None):
-        raise ConfigError("give exactly one of --scene SPEC or --shards DIR")
+    if (cfg.scene is None) == (cfg.data is None):
+        raise ConfigError("give exactly one of --scene SPEC or --data DIR")
     if cfg.scene is not None:
         sequence, j = scene_pair(cfg), 1
     else:
-        sequence, j = shard_sequence(cfg), cfg.frames[1]
+        sequence, j = prepared_sequence(cfg), cfg.frames[1]
     return viz.save_png(cfg.output, match_figure(sequence, j, cfg.max_lines, cfg.scale))
 
 
