@@ -113,7 +113,9 @@ def test_worker_processes_give_the_same_batches():
 
 
 def _track_sample(queries: str) -> tuple[dict, WallScenes]:
-    data = WallScenes(num_scenes=1, frames_per_scene=40, sequences_per_scene=1, min_frames=6, radius=20, hw=(48, 48))
+    data = WallScenes(
+        num_scenes=1, frames_per_scene=40, sequences_per_scene=1, min_frames=6, radius=20, hw=(48, 48)
+    )
     return build_sample(data, 0, (6, 6), (48, 48), queries), data
 
 

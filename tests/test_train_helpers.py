@@ -7,21 +7,16 @@ from gasp.config import TrainConfig
 
 
 def prepare_tiny(out: Path, sequences: int = 4, max_frames: int = 4) -> Path:
-    """One synthetic scene as 32x32-pixel frames (4x4 tokens of the tiny Qwen2.5-VL preset)."""
-    from gasp.data.prepare import PrepareConfig, prepare
+    """One synthetic scene of 32x32-pixel frames as prepared data (no grid: the loader fits any model)."""
+    from gasp.data.store_standin import write_standin
 
-    cfg = PrepareConfig(
-        output=str(out),
-        synthetic=1,
-        grid=(4, 4),
-        image_size=(32, 32),
+    return write_standin(
+        out,
+        ["synthetic:0,height=32,width=32"],
         sequences_per_scene=sequences,
         min_frames=3,
         max_frames=max_frames,
-        progress=False,
     )
-    prepare(cfg)
-    return out
 
 
 def debug_config(data: Path, output_dir: Path, **overrides) -> TrainConfig:

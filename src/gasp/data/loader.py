@@ -21,15 +21,17 @@ import numpy as np
 import torch
 
 from gasp.data.order import BatchOrder, rank_slice
-from gasp.data.targets import build_sample, check_queries
 
 # The prepared-data module (switch to gasp.data.store when it lands: same interface).
 from gasp.data.store_standin import open_prepared
+from gasp.data.targets import build_sample, check_queries
 
 __all__ = ["SampleDataset", "SampleStream", "build_sample", "open_prepared", "model_frame_size"]
 
 
-def model_frame_size(adapter: Any, grid: Sequence[int] | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
+def model_frame_size(
+    adapter: Any, grid: Sequence[int] | None = None
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """The token grid ``(gh, gw)`` (``grid``, default the adapter's ``default_grid``) and the frame size
     ``(H, W)`` that gives it (``adapter.image_size_for_grid``).
 
@@ -52,7 +54,7 @@ class SampleDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, data: str | Path | Any, grid: Sequence[int], image_hw: Sequence[int], queries: str):
-        self._root = None if hasattr(data, "index") else str(data)
+        self._root = str(data) if isinstance(data, (str, Path)) else None
         self._data = data if self._root is None else None
         self.grid = (int(grid[0]), int(grid[1]))
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
