@@ -88,7 +88,7 @@ class TrainConfig:
     )
     queries: str = _f(
         "cells",
-        "supervised anchor queries: tracks (the paper's: 8x8 + 24x24 grid points, the most visible 50%, "
+        "supervised anchor queries: tracks (the paper's: 8x8 + 24x24 grid points, the most visible half, "
         "each on its token cell) | cells (every token cell)",
     )
     data_workers: int = _f(2, "DataLoader worker processes building the samples (0: in the training process)")

@@ -132,9 +132,9 @@ def _stage(text: str) -> None:
     print(f"[gasp demo] {text}", flush=True)
 
 
-def prepare_data(cfg: DemoConfig, image_hw: tuple[int, int]) -> tuple[Path, Path]:
-    """Stage 1: training and held-out shards (``gasp prepare`` skips finished shards)."""
-    from gasp.data.prepare import PrepareConfig, prepare
+def prepare_data(cfg: DemoConfig) -> tuple[Path, Path]:
+    """Stage 1: the training and held-out scenes as prepared data (no grid: the loader fits the model)."""
+    from gasp.data.store_standin import write_standin
 
     root = Path(cfg.output_dir) / "data"
     sets = {
@@ -142,38 +142,17 @@ def prepare_data(cfg: DemoConfig, image_hw: tuple[int, int]) -> tuple[Path, Path
         "heldout": (cfg.heldout_scenes, cfg.heldout_seed, cfg.heldout_sequences, cfg.heldout_frames),
     }
     for name, (scenes, seed, per_scene, frames) in sets.items():
-        if _complete(root / name):
-            _stage(f"data: {name} shards are ready, skipping")
-            continue
         _stage(f"data: {scenes} synthetic {name} scenes (seeds {seed}..{seed + scenes - 1})")
-        prepare(
-            PrepareConfig(
-                output=str(root / name),
-                synthetic=scenes,
-                seed=seed,
-                grid=tuple(cfg.grid),
-                image_size=image_hw,
-                sequences_per_scene=per_scene,
-                min_frames=frames[0],
-                max_frames=frames[-1],
-                radius=cfg.radius,
-                workers=max(1, min(2, os.cpu_count() or 1)),
-                progress=cfg.progress,
-            )
+        write_standin(
+            root / name,
+            [f"synthetic:{seed + i}" for i in range(scenes)],
+            seed=seed,
+            sequences_per_scene=per_scene,
+            min_frames=frames[0],
+            max_frames=frames[-1],
+            radius=cfg.radius,
         )
     return root / "train", root / "heldout"
-
-
-def _complete(root: Path) -> bool:
-    """Whether ``root`` holds a finished `gasp prepare` output."""
-    from gasp.data.shards import ShardReader
-    from gasp.errors import GaspError
-
-    try:
-        ShardReader(root)
-    except GaspError:
-        return False
-    return True
 
 
 def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
@@ -192,6 +171,7 @@ def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
         lambda_depth=cfg.lambda_depth,
         mode=MODELS[name],
         data=str(data),
+        grid=tuple(cfg.grid),
         output_dir=str(Path(cfg.output_dir) / "runs" / name),
         lora_rank=cfg.lora_rank,
         d_emb=cfg.d_emb,
@@ -283,12 +263,13 @@ def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage; returns the report (also written to ``OUTPUT_DIR/report.json``)."""
-    from gasp.data.shards import ShardReader
+    from gasp.data.loader import open_prepared
     from gasp.models import from_preset
     from gasp.probe import (
         build_report,
         draw_pictures,
         draw_report,
+        heldout_samples,
         load_model,
         markdown_table,
         probe_model,
@@ -300,22 +281,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     overrides = train_config(cfg, "baseline", out).parsed_model_overrides()
-    image_hw = tuple(from_preset(cfg.model, **overrides).image_size_for_grid(tuple(cfg.grid)))
-    train_dir, heldout_dir = prepare_data(cfg, image_hw)
+    from_preset(cfg.model, **overrides).image_size_for_grid(tuple(cfg.grid))  # fails early on a bad grid
+    train_dir, heldout_dir = prepare_data(cfg)
     seconds = {name: train_model(cfg, name, train_dir) for name in cfg.models}
-    heldout = ShardReader(heldout_dir)
+    num_heldout = len(open_prepared(heldout_dir).index)
     results = {}
     for name in cfg.models:
-        _stage(f"probe {name}: {len(heldout)} held-out sequences, every layer")
+        _stage(f"probe {name}: {num_heldout} held-out sequences, every layer")
         adapter, heads, tau = load_model(out / "runs" / name)
         results[name] = probe_model(
             adapter,
-            heldout,
+            heldout_samples(heldout_dir, adapter, cfg.grid, "cells", num_heldout, workers=2),
             heads=heads,
             head_temperature=tau,
             temperature=cfg.tau,
             delta=cfg.delta,
-            max_sequences=len(heldout),
+            max_sequences=num_heldout,
             progress=cfg.progress,
             desc=f"probe {name}",
         )

@@ -31,7 +31,7 @@ from gasp.geometry.sampling import draw_num_frames, sample_sequence
 
 STANDIN_FILE = "standin.json"
 FORMAT = "gasp-standin"
-_VIEW_CACHE = 256  # decoded frames kept per process (sequences of a scene share frames)
+_VIEW_CACHE_BYTES = 256 << 20  # decoded frames kept per process (sequences of a scene share frames)
 
 
 class SequenceIndex:
@@ -77,6 +77,7 @@ class PreparedData:
         self._specs = [str(s) for s in config["scenes"]]
         self._readers: dict[int, SceneReader] = {}
         self._cache: OrderedDict[tuple[int, int], View] = OrderedDict()
+        self._cached_bytes = 0
         names, lengths = [], []
         for s, spec in enumerate(self._specs):
             reader = open_scene(spec)
@@ -87,7 +88,7 @@ class PreparedData:
         self.index = draw_index(lengths, names, config)
 
     def __getstate__(self) -> dict[str, Any]:  # worker processes reopen scenes themselves
-        return {**self.__dict__, "_readers": {}, "_cache": OrderedDict()}
+        return {**self.__dict__, "_readers": {}, "_cache": OrderedDict(), "_cached_bytes": 0}
 
     def _reader(self, scene: int) -> SceneReader:
         if scene not in self._readers:
@@ -103,8 +104,10 @@ class PreparedData:
             return self._cache[key]
         view = self._reader(key[0]).view(key[1])
         self._cache[key] = view
-        if len(self._cache) > _VIEW_CACHE:
-            self._cache.popitem(last=False)
+        self._cached_bytes += view.image.nbytes + view.depth.nbytes
+        while self._cached_bytes > _VIEW_CACHE_BYTES and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.image.nbytes + old.depth.nbytes
         return view
 
     def views(self, scene: int, frames: Sequence[int]) -> list[View]:
