@@ -66,7 +66,10 @@ class ProbeConfig:
     data: str = field(default="", metadata={"help": "held-out sequences: a `gasp prepare` folder"})
     grid: list[int] = field(
         default_factory=list,
-        metadata={"help": "token grid GH GW the frames are resized for (default: the model's default grid)"},
+        metadata={
+            "help": "token grid GH GW the frames are resized for (default: the grid a `gasp train` "
+            "checkpoint was trained with, else the model's default grid)"
+        },
     )
     queries: str = field(
         default="cells",
@@ -561,6 +564,17 @@ def compare(paths: Sequence[str], output_dir: str | Path) -> dict:
     return combined
 
 
+def trained_grid(spec: str | Path) -> list[int] | None:
+    """The token grid a `gasp train` run or checkpoint was trained with (``--grid``), else None."""
+    from gasp.training.checkpoint import list_checkpoints, read_state, resolve_checkpoint
+
+    path = Path(spec)
+    if not (path / "state.json").is_file() and not list_checkpoints(path):
+        return None
+    grid = read_state(resolve_checkpoint(path)).get("config", {}).get("grid")
+    return list(grid) if grid else None
+
+
 def heldout_samples(
     data: str | Path, adapter: Any, grid: Sequence[int] | None, queries: str, max_sequences: int, workers: int
 ) -> Iterable[dict[str, Any]]:
@@ -601,7 +615,14 @@ def _run(cfg: ProbeConfig) -> int:
     label = cfg.label or Path(cfg.model).name or cfg.model
     result = probe_model(
         adapter,
-        heldout_samples(cfg.data, adapter, cfg.grid, cfg.queries, cfg.max_sequences, cfg.data_workers),
+        heldout_samples(
+            cfg.data,
+            adapter,
+            cfg.grid or trained_grid(cfg.model),
+            cfg.queries,
+            cfg.max_sequences,
+            cfg.data_workers,
+        ),
         heads=heads,
         features=cfg.features,
         delta=cfg.delta,
