@@ -155,3 +155,24 @@ def test_bad_query_set_and_missing_folder_are_named(tmp_path):
         sample_from_views(data.views(0, [0, 1]), (2, 2), (8, 8), "points")
     with pytest.raises(BadInputError, match="not a prepared data folder"):
         SampleStream(tmp_path, grid=(2, 2), image_hw=(8, 8), queries="cells", batch_size=1, seed=0)
+
+
+@pytest.mark.parametrize("queries", ["tracks", "cells"])
+def test_repeated_frames_are_computed_once_with_the_same_result(queries):
+    from gasp.data.targets import fit_views, track_query_mask
+    from gasp.geometry.token_grid import token_targets
+
+    data = WallScenes(num_scenes=1, frames_per_scene=40, sequences_per_scene=1, hw=(48, 48))
+    a, b, c = data.views(0, [5, 9, 12])
+    views = [a, b, b, a, c, b]  # repeats share one View object, as PreparedData.views returns them
+    sample = sample_from_views(views, (6, 6), (48, 48), queries)
+    images, depths, Ks, poses = fit_views(views, (48, 48))  # every frame on its own
+    tt = token_targets(depths, Ks, poses, (6, 6))
+    mask = track_query_mask(depths, Ks, poses, (6, 6)) if queries == "tracks" else torch.ones(36, dtype=bool)
+    valid = (tt.valid & mask[None]).numpy()
+    np.testing.assert_array_equal(sample[C.FRAMES], images)
+    np.testing.assert_array_equal(sample[C.MATCH_VALID], valid)
+    np.testing.assert_array_equal(sample[C.MATCH_INDEX], np.where(valid, tt.match_index.numpy(), -1))
+    np.testing.assert_array_equal(sample[C.TOKEN_DEPTH], tt.token_depth.reshape(6, -1).numpy())
+    np.testing.assert_array_equal(sample[QUERY_MASK], mask.numpy())
+    assert not np.array_equal(valid[0], valid[3])  # the anchor's repeat is matched, not the identity

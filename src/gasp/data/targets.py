@@ -61,6 +61,26 @@ def fit_views(
     return torch.stack(images).numpy(), torch.stack(depths), torch.stack(Ks), poses
 
 
+def distinct_views(views: list[View]) -> tuple[list[int], list[int]]:
+    """Which views to compute, and where each view's results are among them.
+
+    A sequence may repeat a stored frame (frames are drawn with replacement); each repeat is resized
+    and given targets once (the same ``View`` object, from ``PreparedData.views``). The anchor is always
+    computed on its own: it matches itself by identity, a repeat of it by reprojection.
+
+    Returns:
+        ``slots`` (positions of the views to compute, the anchor first) and ``inverse`` (for every
+        view, its index into ``slots``).
+    """
+    slots, inverse, seen = [0], [0], {}
+    for f, v in enumerate(views[1:], start=1):
+        if id(v) not in seen:
+            seen[id(v)] = len(slots)
+            slots.append(f)
+        inverse.append(seen[id(v)])
+    return slots, inverse
+
+
 def track_query_mask(
     depths: torch.Tensor,
     Ks: torch.Tensor,
@@ -104,12 +124,17 @@ def sample_from_views(
     """
     check_queries(queries)
     grid = (int(grid[0]), int(grid[1]))
-    images, depths, Ks, poses = fit_views(views, image_hw)
+    slots, inverse = distinct_views(views)
+    images, depths, Ks, poses = fit_views([views[f] for f in slots], image_hw)
     tt = token_targets(depths, Ks, poses, grid, query_frame=C.ANCHOR, rel_tol=rel_tol, border=border)
-    if queries == "tracks":
-        mask = track_query_mask(depths, Ks, poses, grid, rel_tol=rel_tol, border=border)
+    inv = torch.as_tensor(inverse)
+    if queries == "tracks":  # visibility is counted over every frame of the sequence, repeats included
+        mask = track_query_mask(depths[inv], Ks[inv], poses[inv], grid, rel_tol=rel_tol, border=border)
     else:
         mask = torch.ones(grid[0] * grid[1], dtype=torch.bool)
+    images = images[inverse]
+    tt.valid, tt.match_index, tt.match_depth = tt.valid[inv], tt.match_index[inv], tt.match_depth[inv]
+    tt.token_depth = tt.token_depth[inv]
     valid = tt.valid & mask[None]
     f = len(views)
     return {
