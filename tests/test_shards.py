@@ -244,20 +244,3 @@ def test_decode_predicate_skips_members_but_reports_their_frame_counts(tmp_path,
             assert isinstance(item, shards.SequenceHeader)
             assert item.num_frames == seq[C.FRAMES].shape[0] and item.name == f"{seq[C.SEQUENCE_ID]}.npz"
     assert len(decoded) == 2  # only the selected members were decoded
-
-
-def test_training_stream_splits_each_global_batch_without_decoding_the_rest(tmp_path):
-    from gasp.training.data import SequenceStream
-
-    seqs = write_dataset(tmp_path, [3, 4])
-    single = SequenceStream(str(tmp_path), batch_size=4, seed=0)
-    ranks = [SequenceStream(str(tmp_path), batch_size=2, seed=0, rank=r, world_size=2) for r in range(2)]
-    ids = {s[C.SEQUENCE_ID] for s in seqs}
-    for _ in range(5):  # crosses an epoch boundary (7 sequences, 4 per global batch)
-        whole, frames = single.next_batch()
-        parts = [r.next_batch() for r in ranks]
-        assert [s[C.SEQUENCE_ID] for s in whole] == [s[C.SEQUENCE_ID] for p, _ in parts for s in p]
-        assert all(len(p) == 2 for p, _ in parts)
-        assert frames == min(int(s[C.FRAMES].shape[0]) for s in whole) == parts[0][1] == parts[1][1]
-        assert {s[C.SEQUENCE_ID] for s in whole} <= ids
-    assert single.consumed == ranks[0].consumed == ranks[1].consumed == 20
