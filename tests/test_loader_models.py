@@ -6,6 +6,7 @@ import pytest
 from test_train_helpers import debug_config, prepare_tiny
 
 from gasp.cli import main
+from gasp.data import loader
 from gasp.data.loader import model_frame_size
 from gasp.errors import BadInputError
 from gasp.models import from_preset
@@ -13,10 +14,15 @@ from gasp.train import train
 
 
 @pytest.mark.slow
-def test_one_prepared_folder_trains_and_probes_two_families(tmp_path):
+def test_one_prepared_folder_trains_and_probes_two_families(tmp_path, monkeypatch):
     data = prepare_tiny(tmp_path / "data")
+    asked = []
+    real = loader.build_sample
+    monkeypatch.setattr(loader, "build_sample", lambda *a: asked.append(a[1:]) or real(*a))
     runs = {
-        "qwen": debug_config(data, tmp_path / "qwen", max_steps=2, save_every=2, batch_size=1),
+        "qwen": debug_config(
+            data, tmp_path / "qwen", max_steps=2, save_every=2, batch_size=1, queries="tracks", data_workers=0
+        ),
         "llava": debug_config(
             data, tmp_path / "llava", model="tiny-llava-next-video", grid=None, max_steps=2, save_every=2
         ),
@@ -31,6 +37,8 @@ def test_one_prepared_folder_trains_and_probes_two_families(tmp_path):
         report = json.loads((out / "report.json").read_text())
         assert report["queries"] == "tracks" and report["num_sequences"] == 2
         grids[name] = report["grid"]
+        if name == "qwen":  # built in this process (no workers): what the trainer asked the loader for
+            assert asked and all(a[1:] == ((4, 4), (32, 32), "tracks") for a in asked)
     assert grids == {"qwen": [4, 4], "llava": [8, 8]}  # 32x32 / 64x64 px frames from 32x32 sources
 
 
