@@ -77,7 +77,7 @@ class TrainConfig:
     head_lr_mult: float = _f(4.0, "heads' learning rate = lr * this (paper: 4)")
     # --- data
     data: str | None = _f(
-        None, "prepared shard folder (`gasp prepare`); empty: prepare synthetic scenes into OUTPUT_DIR/data"
+        None, "prepared folder (`gasp prepare`); empty: synthetic scenes described in OUTPUT_DIR/data"
     )
     synthetic_scenes: int = _f(4, "number of synthetic scenes prepared when --data is not given")
     synthetic_sequences: int = _f(8, "sequences per synthetic scene (when --data is not given)")
