@@ -89,8 +89,10 @@ def track_query_mask(
     *,
     rel_tol: float = 0.05,
     border: float = 4,
+    frame_counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(gh * gw,)`` bool: the anchor cells holding a kept track point (see the module docstring)."""
+    """``(gh * gw,)`` bool: the anchor cells holding a kept track point (see the module docstring);
+    ``frame_counts`` as in :func:`gasp.geometry.tracks.compute_tracks`."""
     tracks = compute_tracks(
         depths,
         Ks,
@@ -100,6 +102,7 @@ def track_query_mask(
         keep_fraction=TRACK_KEEP_FRACTION,
         rel_tol=rel_tol,
         border=border,
+        frame_counts=frame_counts,
     )
     hw = (int(depths.shape[-2]), int(depths.shape[-1]))
     cells, _ = cell_of(tracks.query_uv, hw, grid)
@@ -129,10 +132,12 @@ def sample_from_views(
     tt = token_targets(depths, Ks, poses, grid, query_frame=C.ANCHOR, rel_tol=rel_tol, border=border)
     inv = torch.as_tensor(inverse)
     if queries == "tracks":  # visibility is counted over every frame of the sequence, repeats included
-        mask = track_query_mask(depths[inv], Ks[inv], poses[inv], grid, rel_tol=rel_tol, border=border)
+        counts = torch.bincount(inv, minlength=len(slots))
+        mask = track_query_mask(depths, Ks, poses, grid, rel_tol=rel_tol, border=border, frame_counts=counts)
     else:
         mask = torch.ones(grid[0] * grid[1], dtype=torch.bool)
-    images = images[inverse]
+    if len(slots) < len(views):
+        images = images[inverse]
     tt.valid, tt.match_index, tt.match_depth = tt.valid[inv], tt.match_index[inv], tt.match_depth[inv]
     tt.token_depth = tt.token_depth[inv]
     valid = tt.valid & mask[None]

@@ -103,7 +103,8 @@ def _median_whole_cells(d: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     (H, W), (gh, gw) = d.shape[-2:], grid
     ch, cw = H // gh, W // gw
     cells = d.reshape(d.shape[:-2] + (gh, ch, gw, cw)).transpose(-3, -2)
-    cells = _valid_or_nan(cells.reshape(d.shape[:-2] + (gh, gw, ch * cw)))
+    cells = cells.reshape(d.shape[:-2] + (gh, gw, ch * cw))
+    cells = cells.masked_fill(~((cells > 0) & (cells < math.inf)), math.nan)
     return torch.nan_to_num(cells.nanmedian(dim=-1).values, nan=0.0)
 
 
