@@ -176,3 +176,17 @@ def test_repeated_frames_are_computed_once_with_the_same_result(queries):
     np.testing.assert_array_equal(sample[C.TOKEN_DEPTH], tt.token_depth.reshape(6, -1).numpy())
     np.testing.assert_array_equal(sample[QUERY_MASK], mask.numpy())
     assert not np.array_equal(valid[0], valid[3])  # the anchor's repeat is matched, not the identity
+
+
+def test_track_visibility_counts_repeated_frames_by_their_multiplicity():
+    from gasp.data.targets import fit_views
+    from gasp.geometry.tracks import compute_tracks
+
+    data = WallScenes(num_scenes=1, frames_per_scene=40, sequences_per_scene=1, hw=(48, 48))
+    a, b, c = data.views(0, [10, 30, 0])  # b shifts the wall one way, c the other way
+    _, depths, Ks, poses = fit_views([a, b, c], (48, 48))
+    weighted = compute_tracks(depths, Ks, poses, frame_counts=torch.tensor([1, 3, 1]))
+    expanded = compute_tracks(depths[[0, 1, 1, 1, 2]], Ks[[0, 1, 1, 1, 2]], poses[[0, 1, 1, 1, 2]])
+    plain = compute_tracks(depths, Ks, poses)
+    torch.testing.assert_close(weighted.query_uv, expanded.query_uv)
+    assert not torch.equal(weighted.query_uv, plain.query_uv)  # the repeats change which tracks are kept
