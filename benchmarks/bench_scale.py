@@ -42,6 +42,7 @@ from gasp.data.fitted import FitConfig, fit_view, sequence_targets
 from gasp.data.prepare import PrepareConfig, prepare
 from gasp.data.registry import open_scene
 from gasp.data.store import PreparedData, open_prepared
+from gasp.data.targets import sample_from_views
 from gasp.geometry.sampling import draw_num_frames, sample_sequence
 
 PAPER = {"sequences": 1_750_000, "videos": 10_000, "min_frames": 8, "max_frames": 24, "radius": 48}
@@ -86,16 +87,11 @@ def measure_old(scene_path: str, count: int, seed: int) -> dict:
     }
 
 
-# ------------------------------------------------------------------------------------------------
-# LOADER HOOK: the data-loader's sample builder (gasp.data.loader) replaces this function at merge.
-# Until then it does the same work a data-loader worker does for one sequence: decode the stored
-# frames, resize/crop to the model input, token-grid targets and tracks.
 def loader_sample(data: PreparedData, scene: int, frames: list[int], fit: FitConfig) -> dict:
+    """What a data-loader worker does for one sequence (gasp.data.targets.sample_from_views): decode
+    the stored frames, resize/crop to the model input, token-grid targets and the paper's track queries."""
     views = data.views(scene, frames)
-    return sequence_targets([fit_view(v, fit.image_hw, fit.resize_mode) for v in views], fit)
-
-
-# ------------------------------------------------------------------------------------------------
+    return sample_from_views(views, fit.grid, fit.image_hw, "tracks")
 
 
 def distinct_frames(video_frames: int, per_video: int, seed: int) -> float:

@@ -73,10 +73,10 @@ def test_bad_values_name_the_flag(tmp_path):
 def test_cli_overrides_replace_only_given_flags():
     parser = argparse.ArgumentParser()
     add_dataclass_arguments(parser, TrainConfig)
-    args = parser.parse_args(["--max-steps", "7", "--output-dir", "runs/y", "--synthetic-grid", "2", "3"])
+    args = parser.parse_args(["--max-steps", "7", "--output-dir", "runs/y", "--grid", "2", "3"])
     base = TrainConfig.from_name("debug")
     cfg = apply_overrides(base, args)
-    assert (cfg.max_steps, cfg.output_dir, cfg.synthetic_grid) == (7, "runs/y", (2, 3))
+    assert (cfg.max_steps, cfg.output_dir, cfg.grid) == (7, "runs/y", (2, 3))
     assert cfg.lora_rank == base.lora_rank and cfg.d_emb == base.d_emb
 
 

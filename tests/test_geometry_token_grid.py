@@ -72,9 +72,10 @@ def test_query_frame_invalid_depth_and_other_query_frame():
     assert t.match_index[0, 0] == 1 and not t.valid[0, 7]
 
 
-def test_cell_median_depth_matches_numpy():
+@pytest.mark.parametrize("H, W", [(37, 53), (40, 56)])  # fractional cells; whole 8x8-pixel cells
+def test_cell_median_depth_matches_numpy(H, W):
     rng = np.random.default_rng(0)
-    H, W, grid = 37, 53, (5, 7)
+    grid = (5, 7)
     depth = rng.uniform(0.5, 4.0, size=(2, H, W)).astype(np.float32)
     depth[0, rng.random((H, W)) < 0.3] = 0.0
     depth[1, :8, :8] = np.nan  # cell (0, 0) of frame 1 has no valid pixel

@@ -11,6 +11,7 @@ from test_train_helpers import debug_config, prepare_tiny
 
 from gasp import constants as C
 from gasp.config import TrainConfig
+from gasp.data.targets import QUERY_MASK
 from gasp.errors import BadInputError, ConfigError
 from gasp.models import from_preset
 from gasp.models.heads import CorrespondenceHeads, capture_visual_tokens
@@ -150,16 +151,20 @@ def _sequence(sid, frames=3, n=N):
         C.MATCH_INDEX: np.zeros((frames, n), np.int64),
         C.MATCH_VALID: np.ones((frames, n), bool),
         C.MATCH_DEPTH: np.ones((frames, n), np.float32),
-        C.TOKEN_DEPTH: np.ones((frames, 4, n // 4), np.float32),
+        C.TOKEN_DEPTH: np.ones((frames, n), np.float32),
+        QUERY_MASK: np.ones(n, bool),
     }
 
 
 def test_token_count_mismatch_names_the_sequence_and_both_counts():
     adapter = from_preset("tiny-qwen2.5-vl")
-    ok = tdata.make_batch(adapter, [_sequence("a"), _sequence("b", frames=4)], "p", True, num_frames=3)
+    ok = tdata.make_batch(adapter, [_sequence("a"), _sequence("b")], "p", True)
     assert ok.targets[C.MATCH_INDEX].shape == (2, 3, N) and ok.visual_positions.shape == (2, 3, 4, 4)
+    assert ok.targets[QUERY_MASK].shape == (2, N)
     with pytest.raises(BadInputError, match=r"'scene-7/seq-2'.*36 tokens.*16 \(4x4\)"):
-        tdata.make_batch(adapter, [_sequence("scene-7/seq-2", n=36)], "p", True, num_frames=3)
+        tdata.make_batch(adapter, [_sequence("scene-7/seq-2", n=36)], "p", True)
+    with pytest.raises(BadInputError, match=r"different frame counts \[3, 4\]"):
+        tdata.make_batch(adapter, [_sequence("a"), _sequence("b", frames=4)], "p", True)
 
 
 # ------------------------------------------------------------------------------------ end to end
@@ -218,17 +223,6 @@ def test_nonfinite_loss_skips_the_step_and_sigterm_saves(prepared, tmp_path, mon
     assert result.stopped_early and result.checkpoint.name == "step-0000003"
     assert [c.name for c in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-0000003"]  # keep_last=1
     assert all(np.isfinite(r["loss"]) for i, r in enumerate(result.history) if i != 1)
-
-
-def test_prepared_grid_must_match_the_model(tmp_path):
-    from types import SimpleNamespace
-
-    from gasp.train import _check_grid
-
-    adapter = from_preset("tiny-qwen2.5-vl")
-    _check_grid(adapter, SimpleNamespace(grid=(4, 4), image_size=(32, 32)), tmp_path, "tiny")
-    with pytest.raises(BadInputError, match=r"4x4 token grid.*64x64 frames into 8x8.*--image-size 32 32"):
-        _check_grid(adapter, SimpleNamespace(grid=(4, 4), image_size=(64, 64)), tmp_path, "tiny")
 
 
 def test_optimizer_groups_and_schedule():

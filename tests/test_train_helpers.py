@@ -7,20 +7,19 @@ from gasp.config import TrainConfig
 
 
 def prepare_tiny(out: Path, sequences: int = 4, max_frames: int = 4) -> Path:
-    """One synthetic scene as 32x32-pixel frames (4x4 tokens of the tiny Qwen2.5-VL preset)."""
+    """One synthetic scene of 32x32-pixel frames as prepared data (no grid: the loader fits any model)."""
     from gasp.data.prepare import PrepareConfig, prepare
 
-    cfg = PrepareConfig(
-        output=str(out),
-        synthetic=1,
-        grid=(4, 4),
-        image_size=(32, 32),
-        sequences_per_scene=sequences,
-        min_frames=3,
-        max_frames=max_frames,
-        progress=False,
+    prepare(
+        PrepareConfig(
+            output=str(out),
+            scenes=["synthetic:0,height=32,width=32"],
+            sequences_per_scene=sequences,
+            min_frames=3,
+            max_frames=max_frames,
+            progress=False,
+        )
     )
-    prepare(cfg)
     return out
 
 

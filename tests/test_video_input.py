@@ -265,7 +265,10 @@ def test_eval_run_vsibench_through_the_video_input(tmp_path, monkeypatch, capsys
     questions, media = vsi_questions(tmp_path)
     spy = Spy(monkeypatch)
     out = tmp_path / "out"
-    args = "eval run --benchmark vsibench --model tiny-qwen2.5-vl".split() + ["--questions", str(questions)]
+    args = ["eval", "run", "--benchmark", "vsibench", "--model", "tiny-qwen2.5-vl"] + [
+        "--questions",
+        str(questions),
+    ]
     args += ["--media-root", str(media), "--output-dir", str(out), "--num-frames", "4"]
     assert main(args) == 0
     assert len(spy.video) == 2 and not spy.images  # batch size 1: one call per question

@@ -1,7 +1,7 @@
 """gasp: geometric-aware spatial priors for vision-language models.
 
 Subpackages: ``gasp.geometry`` (pure tensor maths), ``gasp.data`` (scene readers, synthetic scenes,
-shards), ``gasp.models`` (VLM adapters, correspondence heads), ``gasp.losses``, ``gasp.train``,
+prepared data), ``gasp.models`` (VLM adapters, correspondence heads), ``gasp.losses``, ``gasp.train``,
 ``gasp.probe`` and ``gasp.eval`` (benchmarks).
 """
 

@@ -77,13 +77,22 @@ class TrainConfig:
     head_lr_mult: float = _f(4.0, "heads' learning rate = lr * this (paper: 4)")
     # --- data
     data: str | None = _f(
-        None, "prepared shard folder (`gasp prepare`); empty: prepare synthetic scenes into OUTPUT_DIR/data"
+        None, "prepared folder (`gasp prepare`); empty: synthetic scenes described in OUTPUT_DIR/data"
     )
     synthetic_scenes: int = _f(4, "number of synthetic scenes prepared when --data is not given")
     synthetic_sequences: int = _f(8, "sequences per synthetic scene (when --data is not given)")
-    synthetic_grid: tuple[int, int] = _f(
-        (8, 8), "token grid GH GW of the synthetic data (when --data is not given)"
+    grid: tuple[int, int] | None = _f(
+        None,
+        "token grid GH GW of every frame the model sees; frames are resized to the size the model needs "
+        "for it (default: the model's default grid, the only one for fixed-size vision towers)",
     )
+    queries: str = _f(
+        "cells",
+        "supervised anchor queries: tracks (the paper's: 8x8 + 24x24 grid points, the most visible half, "
+        "each on its token cell) | cells (every token cell)",
+    )
+    data_workers: int = _f(2, "DataLoader worker processes building the samples (0: in the training process)")
+    prefetch: int = _f(2, "micro-batches each data worker loads ahead")
     synthetic_frames: tuple[int, int] = _f((8, 24), "min and max frames per synthetic sequence (paper: 8 24)")
     lm_fraction: float = _f(
         0.25,
@@ -125,7 +134,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "synthetic_grid", tuple(self.synthetic_grid))
+        if self.grid is not None:
+            object.__setattr__(self, "grid", tuple(self.grid))
         object.__setattr__(self, "synthetic_frames", tuple(self.synthetic_frames))
         object.__setattr__(self, "model_overrides", tuple(self.model_overrides))
         self.parsed_model_overrides()  # raises ConfigError on a malformed entry
@@ -158,11 +168,9 @@ class TrainConfig:
             (self.log_every > 0 and self.save_every > 0, "--log-every/--save-every", "> 0"),
             (self.keep_last > 0, "--keep-last", "> 0"),
             (self.synthetic_sequences > 0, "--synthetic-sequences", "> 0"),
-            (
-                len(self.synthetic_grid) == 2 and min(self.synthetic_grid) > 0,
-                "--synthetic-grid",
-                "two ints > 0",
-            ),
+            (self.grid is None or (len(self.grid) == 2 and min(self.grid) > 0), "--grid", "two ints > 0"),
+            (self.queries in ("tracks", "cells"), "--queries", "one of tracks, cells"),
+            (self.data_workers >= 0 and self.prefetch >= 1, "--data-workers/--prefetch", ">= 0 / >= 1"),
             (
                 len(self.synthetic_frames) == 2 and 2 <= self.synthetic_frames[0] <= self.synthetic_frames[1],
                 "--synthetic-frames",
@@ -301,7 +309,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=2,
         synthetic_scenes=2,
         synthetic_sequences=4,
-        synthetic_grid=(4, 4),
+        grid=(4, 4),
         synthetic_frames=(3, 4),
         output_dir="runs/debug",
         save_every=10,
@@ -309,7 +317,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Qwen2.5-VL-7B: 28 LLM layers, LoRA rank 128.
     "qwen2.5-vl-7b": dict(
-        _PAPER_7B, model="Qwen/Qwen2.5-VL-7B-Instruct", lora_rank=128, output_dir="runs/qwen2.5-vl-7b"
+        _PAPER_7B,
+        model="Qwen/Qwen2.5-VL-7B-Instruct",
+        lora_rank=128,
+        output_dir="runs/qwen2.5-vl-7b",
+        grid=(24, 24),  # 672x672 px frames (28-px cells)
+        queries="tracks",
     ),
     # LLaVA-NeXT-Video-7B: 32 LLM layers, LoRA rank 512.
     "llava-next-video-7b": dict(
@@ -317,5 +330,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         model="llava-hf/LLaVA-NeXT-Video-7B-hf",
         lora_rank=512,
         output_dir="runs/llava-next-video-7b",
+        queries="tracks",
     ),
 }

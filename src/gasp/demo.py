@@ -3,7 +3,8 @@
 Stages (finished data and training stages are skipped on a re-run, so an interrupted demo resumes):
 
 1. data: synthetic training scenes and separate held-out scenes (disjoint seeds, same camera
-   motion) are prepared as shards (``gasp prepare``) under ``OUTPUT_DIR/data``;
+   motion) are prepared (``gasp prepare``: frames stored once per scene + a sequence index)
+   under ``OUTPUT_DIR/data``;
 2. train: three tiny Qwen2.5-VL models of the same architecture, the same random initialisation, the
    same trained parameters and the same number of steps (``gasp train``): ``baseline`` (language
    loss only), ``corr_only`` (L_LM + L_corr, the paper's ablation) and ``gasp`` (L_LM + L_corr +
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 
 from gasp.cli_args import option as _f
-from gasp.data.shards import write_json_atomic
+from gasp.data.store_write import write_json_atomic
 from gasp.errors import ConfigError
 
 MODELS = {"baseline": "lm_only", "corr_only": "corr_only", "gasp": "full"}
@@ -132,8 +133,8 @@ def _stage(text: str) -> None:
     print(f"[gasp demo] {text}", flush=True)
 
 
-def prepare_data(cfg: DemoConfig, image_hw: tuple[int, int]) -> tuple[Path, Path]:
-    """Stage 1: training and held-out shards (``gasp prepare`` skips finished shards)."""
+def prepare_data(cfg: DemoConfig) -> tuple[Path, Path]:
+    """Stage 1: the training and held-out scenes as prepared data (no grid: the loader fits the model)."""
     from gasp.data.prepare import PrepareConfig, prepare
 
     root = Path(cfg.output_dir) / "data"
@@ -142,17 +143,12 @@ def prepare_data(cfg: DemoConfig, image_hw: tuple[int, int]) -> tuple[Path, Path
         "heldout": (cfg.heldout_scenes, cfg.heldout_seed, cfg.heldout_sequences, cfg.heldout_frames),
     }
     for name, (scenes, seed, per_scene, frames) in sets.items():
-        if _complete(root / name):
-            _stage(f"data: {name} shards are ready, skipping")
-            continue
         _stage(f"data: {scenes} synthetic {name} scenes (seeds {seed}..{seed + scenes - 1})")
         prepare(
             PrepareConfig(
                 output=str(root / name),
                 synthetic=scenes,
                 seed=seed,
-                grid=tuple(cfg.grid),
-                image_size=image_hw,
                 sequences_per_scene=per_scene,
                 min_frames=frames[0],
                 max_frames=frames[-1],
@@ -162,18 +158,6 @@ def prepare_data(cfg: DemoConfig, image_hw: tuple[int, int]) -> tuple[Path, Path
             )
         )
     return root / "train", root / "heldout"
-
-
-def _complete(root: Path) -> bool:
-    """Whether ``root`` holds a finished `gasp prepare` output."""
-    from gasp.data.shards import ShardReader
-    from gasp.errors import GaspError
-
-    try:
-        ShardReader(root)
-    except GaspError:
-        return False
-    return True
 
 
 def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
@@ -192,6 +176,7 @@ def train_config(cfg: DemoConfig, name: str, data: Path) -> Any:
         lambda_depth=cfg.lambda_depth,
         mode=MODELS[name],
         data=str(data),
+        grid=tuple(cfg.grid),
         output_dir=str(Path(cfg.output_dir) / "runs" / name),
         lora_rank=cfg.lora_rank,
         d_emb=cfg.d_emb,
@@ -283,12 +268,13 @@ def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage; returns the report (also written to ``OUTPUT_DIR/report.json``)."""
-    from gasp.data.shards import ShardReader
+    from gasp.data.loader import open_prepared
     from gasp.models import from_preset
     from gasp.probe import (
         build_report,
         draw_pictures,
         draw_report,
+        heldout_samples,
         load_model,
         markdown_table,
         probe_model,
@@ -300,22 +286,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     overrides = train_config(cfg, "baseline", out).parsed_model_overrides()
-    image_hw = tuple(from_preset(cfg.model, **overrides).image_size_for_grid(tuple(cfg.grid)))
-    train_dir, heldout_dir = prepare_data(cfg, image_hw)
+    from_preset(cfg.model, **overrides).image_size_for_grid(tuple(cfg.grid))  # fails early on a bad grid
+    train_dir, heldout_dir = prepare_data(cfg)
     seconds = {name: train_model(cfg, name, train_dir) for name in cfg.models}
-    heldout = ShardReader(heldout_dir)
+    num_heldout = len(open_prepared(heldout_dir).index)
     results = {}
     for name in cfg.models:
-        _stage(f"probe {name}: {len(heldout)} held-out sequences, every layer")
+        _stage(f"probe {name}: {num_heldout} held-out sequences, every layer")
         adapter, heads, tau = load_model(out / "runs" / name)
         results[name] = probe_model(
             adapter,
-            heldout,
+            heldout_samples(heldout_dir, adapter, cfg.grid, "cells", num_heldout, workers=2),
             heads=heads,
             head_temperature=tau,
             temperature=cfg.tau,
             delta=cfg.delta,
-            max_sequences=len(heldout),
+            max_sequences=num_heldout,
             progress=cfg.progress,
             desc=f"probe {name}",
         )

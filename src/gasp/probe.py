@@ -21,8 +21,12 @@ several reports together instead of probing.
 
 Example::
 
-    gasp prepare --synthetic 8 --seed 9000 --grid 16 16 --cell-size 8 --output runs/heldout
+    gasp prepare --synthetic 8 --seed 9000 --output runs/heldout
     gasp probe --model runs/gasp/checkpoints/last --data runs/heldout --output-dir runs/probe
+
+The held-out frames are resized to the model's input size for ``--grid`` (default: the model's own
+grid) and the targets are computed for that grid when the sequences are read, so one prepared
+folder probes any model; ``--queries`` chooses the scored anchor queries (recorded in the report).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ import torch
 
 from gasp import constants as C
 from gasp import probe_metrics as pm
-from gasp.data.shards import write_json_atomic
+from gasp.data.store_write import write_json_atomic
+from gasp.data.targets import check_queries
 from gasp.errors import BadInputError, ConfigError
 from gasp.locks import folder_lock
 
@@ -58,7 +63,21 @@ class ProbeConfig:
             "folder (its correspondence heads are probed too)"
         },
     )
-    data: str = field(default="", metadata={"help": "held-out sequences: a `gasp prepare` shard folder"})
+    data: str = field(default="", metadata={"help": "held-out sequences: a `gasp prepare` folder"})
+    grid: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "token grid GH GW the frames are resized for (default: the grid a `gasp train` "
+            "checkpoint was trained with, else the model's default grid)"
+        },
+    )
+    queries: str = field(
+        default="cells",
+        metadata={"help": "scored anchor queries: cells (every token cell) | tracks (the paper's tracks)"},
+    )
+    data_workers: int = field(
+        default=2, metadata={"help": "DataLoader worker processes building the samples (0: this process)"}
+    )
     output_dir: str = field(default="runs/probe", metadata={"help": "folder for report.json and the figures"})
     label: str = field(
         default="", metadata={"help": "model name in the report and figures (default: --model)"}
@@ -100,6 +119,11 @@ class ProbeConfig:
             raise ConfigError(f"--max-sequences must be >= 1, got {self.max_sequences}")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
+        if self.grid and (len(self.grid) != 2 or min(self.grid) < 1):
+            raise ConfigError(f"--grid needs two positive integers GH GW, got {self.grid}")
+        check_queries(self.queries)
+        if self.data_workers < 0:
+            raise ConfigError(f"--data-workers must be >= 0, got {self.data_workers}")
         if self.query_cell and len(self.query_cell) != 2:
             raise ConfigError(f"--query-cell needs ROW COL, got {self.query_cell}")
 
@@ -152,8 +176,8 @@ def _check_sequence(sequence: Mapping[str, Any], grid: tuple[int, int], where: s
     if np.asarray(sequence[C.MATCH_INDEX]).shape != (f, n):
         raise BadInputError(
             f"{where}: {C.MATCH_INDEX} has shape {np.asarray(sequence[C.MATCH_INDEX]).shape}, expected "
-            f"({f}, {n}) for the model's {grid[0]}x{grid[1]} token grid; prepare the data with --grid "
-            f"{grid[0]} {grid[1]} and an image size the model maps to that grid"
+            f"({f}, {n}) for the model's {grid[0]}x{grid[1]} token grid; build the targets for the grid "
+            "the model gives its frames (gasp.data.loader.model_frame_size)"
         )
 
 
@@ -178,7 +202,7 @@ def probe_model(
     Args:
         adapter: a gasp VLMAdapter (model in eval mode is not required; it is set temporarily).
         sequences: dicts with gasp.constants keys (``frames``, ``match_index``, ``match_valid``,
-            ``frame_index``), e.g. from ``gasp.data.shards.ShardReader``.
+            ``frame_index``), e.g. from ``gasp.data.loader.iter_samples``.
         heads: CorrespondenceHeads for the ``head`` kind (kind skipped when None).
         features: kinds to compute (subset of ``qk``, ``head``, ``hidden``).
         delta: PCK threshold in cells.
@@ -540,6 +564,30 @@ def compare(paths: Sequence[str], output_dir: str | Path) -> dict:
     return combined
 
 
+def trained_grid(spec: str | Path) -> list[int] | None:
+    """The token grid a `gasp train` run or checkpoint was trained with (``--grid``), else None."""
+    from gasp.training.checkpoint import list_checkpoints, read_state, resolve_checkpoint
+
+    path = Path(spec)
+    if not (path / "state.json").is_file() and not list_checkpoints(path):
+        return None
+    grid = read_state(resolve_checkpoint(path)).get("config", {}).get("grid")
+    return list(grid) if grid else None
+
+
+def heldout_samples(
+    data: str | Path, adapter: Any, grid: Sequence[int] | None, queries: str, max_sequences: int, workers: int
+) -> Iterable[dict[str, Any]]:
+    """The first ``max_sequences`` sequences of a prepared folder (index order) as samples for
+    ``adapter``'s token grid (``grid``, default the model's) and frame size, built in ``workers``
+    DataLoader worker processes."""
+    from gasp.data.loader import iter_samples, model_frame_size, open_prepared
+
+    grid_, image_hw = model_frame_size(adapter, grid or None)
+    count = min(max_sequences, len(open_prepared(data).index))
+    return iter_samples(str(data), grid_, image_hw, queries, range(count), num_workers=workers)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gasp.cli_args import add_dataclass_arguments
 
@@ -563,14 +611,18 @@ def _run(cfg: ProbeConfig) -> int:
         return 0
     if not cfg.model or not cfg.data:
         raise ConfigError("give --model and --data (or --compare REPORT.json ...)")
-    from gasp.data.shards import ShardReader
-
-    reader = ShardReader(cfg.data)
     adapter, heads, tau = load_model(cfg.model)
     label = cfg.label or Path(cfg.model).name or cfg.model
     result = probe_model(
         adapter,
-        reader,
+        heldout_samples(
+            cfg.data,
+            adapter,
+            cfg.grid or trained_grid(cfg.model),
+            cfg.queries,
+            cfg.max_sequences,
+            cfg.data_workers,
+        ),
         heads=heads,
         features=cfg.features,
         delta=cfg.delta,
@@ -585,6 +637,7 @@ def _run(cfg: ProbeConfig) -> int:
     report = build_report({label: result})
     report["model_spec"] = {label: cfg.model}
     report["data"] = str(cfg.data)
+    report["queries"] = cfg.queries
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "report.json", report)
     draw_report(report, out, title=label)

@@ -34,7 +34,7 @@ import torch
 
 from gasp.cli_args import add_dataclass_arguments, apply_overrides
 from gasp.config import TrainConfig
-from gasp.errors import BadInputError, ConfigError
+from gasp.errors import ConfigError
 from gasp.locks import FolderBusyError, folder_lock
 from gasp.training import checkpoint as ckpt
 
@@ -59,23 +59,23 @@ def _mixed_precision(cfg: TrainConfig) -> str:
     return cfg.mixed_precision
 
 
-def _prepare_synthetic(cfg: TrainConfig, adapter, out: Path) -> Path:
-    """Prepare ``cfg.synthetic_scenes`` synthetic scenes into ``OUTPUT_DIR/data`` (idempotent)."""
+def _prepare_synthetic(cfg: TrainConfig, out: Path) -> Path:
+    """Prepare ``cfg.synthetic_scenes`` synthetic scenes into ``OUTPUT_DIR/data`` (idempotent; no grid:
+    the loader fits the frames to the model)."""
     from gasp.data.prepare import PrepareConfig, prepare
 
     data = out / "data"
-    pcfg = PrepareConfig(
-        output=str(data),
-        synthetic=cfg.synthetic_scenes,
-        seed=cfg.seed,
-        grid=tuple(cfg.synthetic_grid),
-        image_size=tuple(adapter.image_size_for_grid(tuple(cfg.synthetic_grid))),
-        sequences_per_scene=cfg.synthetic_sequences,
-        min_frames=cfg.synthetic_frames[0],
-        max_frames=cfg.synthetic_frames[1],
-        progress=cfg.progress,
+    prepare(
+        PrepareConfig(
+            output=str(data),
+            synthetic=cfg.synthetic_scenes,
+            seed=cfg.seed,
+            sequences_per_scene=cfg.synthetic_sequences,
+            min_frames=cfg.synthetic_frames[0],
+            max_frames=cfg.synthetic_frames[1],
+            progress=cfg.progress,
+        )
     )
-    prepare(pcfg)
     return data
 
 
@@ -104,17 +104,6 @@ def _load_base(cfg: TrainConfig, out: Path, accelerator, dtype: torch.dtype | No
         os.replace(tmp, base)
     accelerator.wait_for_everyone()
     return load_adapter(base, dtype=dtype), str(base.resolve())
-
-
-def _check_grid(adapter, reader, data_dir: Path, model: str) -> None:
-    """Fail early when the prepared token grid is not what the model makes of the prepared frames."""
-    grid = tuple(adapter.grid_for_image_size(tuple(reader.image_size)))
-    if grid != tuple(reader.grid):
-        raise BadInputError(
-            f"{data_dir}: prepared for a {reader.grid[0]}x{reader.grid[1]} token grid, but {model} turns its "
-            f"{reader.image_size[0]}x{reader.image_size[1]} frames into {grid[0]}x{grid[1]} tokens; prepare "
-            f"with --image-size {' '.join(map(str, adapter.image_size_for_grid(tuple(reader.grid))))}"
-        )
 
 
 def apply_lora(adapter, cfg: TrainConfig):
@@ -253,8 +242,9 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
     from safetensors.torch import load_file, save_file
     from tqdm import tqdm
 
+    from gasp.data.loader import SampleStream, model_frame_size
     from gasp.models.heads import CorrespondenceHeads
-    from gasp.training.data import SequenceStream, is_language_only, make_batch, make_qa_batch
+    from gasp.training.data import is_language_only, make_batch, make_qa_batch
     from gasp.training.objective import GaspObjective
     from gasp.training.qa_data import QASource
 
@@ -278,7 +268,7 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
         data_dir = Path(cfg.data)
     else:
         if accelerator.is_main_process:
-            _prepare_synthetic(cfg, adapter, out)
+            _prepare_synthetic(cfg, out)
         accelerator.wait_for_everyone()
         data_dir = out / "data"
 
@@ -335,14 +325,26 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
 
     model, optimizer = accelerator.prepare(objective, optimizer)
     model.train()
-    stream = SequenceStream(str(data_dir), cfg.batch_size, cfg.seed, consumed, rank, world)
-    _check_grid(adapter, stream.reader, data_dir, cfg.model)
+    grid, image_hw = model_frame_size(adapter, cfg.grid)
+    stream = SampleStream(
+        str(data_dir),
+        grid=grid,
+        image_hw=image_hw,
+        queries=cfg.queries,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        consumed=consumed,
+        rank=rank,
+        world_size=world,
+        num_workers=cfg.data_workers,
+        prefetch=cfg.prefetch,
+    )
     qa = None
     if cfg.qa_data:
         qa = QASource(
             cfg.qa_data,
             cfg.qa_media_root or Path(cfg.qa_data).parent,
-            image_size=tuple(stream.reader.image_size),
+            image_size=image_hw,
             num_frames=cfg.qa_frames,
             rank=rank,
             world_size=world,
@@ -415,9 +417,8 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
                 if qa is not None and language_only:
                     batch = make_qa_batch(adapter, [next(qa) for _ in range(cfg.batch_size)])
                 else:
-                    mine, num_frames = stream.next_batch()
                     geometric = cfg.uses_heads and not language_only
-                    batch = make_batch(adapter, mine, cfg.prompt, geometric, num_frames)
+                    batch = make_batch(adapter, stream.next_batch(), cfg.prompt, geometric)
                 tokens += batch.num_visual_tokens
                 inputs = {k: v.to(accelerator.device) for k, v in batch.inputs.items()}
                 targets = None
@@ -494,6 +495,7 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
                     )
                 break
     bar.close()
+    stream.close()
     if writer is not None:
         writer.close()
     result.checkpoint = last_saved

@@ -6,7 +6,7 @@ integer coordinates at pixel centres (as in gasp.geometry). Every function retur
 - :func:`flow_to_rgb` colours 2-D displacements: hue = direction, saturation = length (white = no
   motion), grey = invalid. :func:`flow_wheel` draws the matching legend.
 - :func:`token_displacement` turns token-grid matches (``match_index`` + ``match_subcell``, as stored
-  in prepared shards or predicted by a probe) into per-cell pixel displacements.
+  computed from prepared data or predicted by a probe) into per-cell pixel displacements.
 - :func:`draw_matches` puts two frames side by side with one coloured line per correspondence.
 - :func:`upsample_cells`, :func:`blend`, :func:`stack`, :func:`titled`, :func:`save_png` compose figures.
 """

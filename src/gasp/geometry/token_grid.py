@@ -89,6 +89,28 @@ def cell_median_depth(depth: ArrayLike, grid: tuple[int, int]) -> torch.Tensor:
     H, W = d.shape[-2:]
     gh, gw = grid
     _check_grid((H, W), grid)
+    if H % gh == 0 and W % gw == 0:
+        return _median_whole_cells(d, grid)
+    return _median_by_table(d, grid)
+
+
+def _valid_or_nan(d: torch.Tensor) -> torch.Tensor:
+    return torch.where((d > 0) & (d < math.inf), d, math.nan)
+
+
+def _median_whole_cells(d: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """:func:`cell_median_depth` for cells of whole pixels: one reshape, no gather."""
+    (H, W), (gh, gw) = d.shape[-2:], grid
+    ch, cw = H // gh, W // gw
+    cells = d.reshape(d.shape[:-2] + (gh, ch, gw, cw)).transpose(-3, -2)
+    cells = cells.reshape(d.shape[:-2] + (gh, gw, ch * cw))
+    cells = cells.masked_fill(~((cells > 0) & (cells < math.inf)), math.nan)
+    return torch.nan_to_num(cells.nanmedian(dim=-1).values, nan=0.0)
+
+
+def _median_by_table(d: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """:func:`cell_median_depth` for cells of any real pixel size (a padded pixel table per cell)."""
+    (H, W), (gh, gw) = d.shape[-2:], grid
     dev = d.device
     rows = ((torch.arange(H, dtype=torch.float64, device=dev) + 0.5) * (gh / H)).floor().long()
     cols = ((torch.arange(W, dtype=torch.float64, device=dev) + 0.5) * (gw / W)).floor().long()
@@ -100,8 +122,7 @@ def cell_median_depth(depth: ArrayLike, grid: tuple[int, int]) -> torch.Tensor:
     # (N, max_count) pixel index per cell, padded with H * W, which points at an appended NaN.
     table = torch.full((gh * gw, int(counts.max())), H * W, dtype=torch.long, device=dev)
     table[cell[order], slot] = order
-    flat = d.reshape(-1, H * W)
-    flat = torch.where((flat > 0) & (flat < math.inf), flat, math.nan)
+    flat = _valid_or_nan(d.reshape(-1, H * W))
     flat = torch.cat([flat, flat.new_full((flat.shape[0], 1), math.nan)], dim=1)
     med = flat[:, table].nanmedian(dim=-1).values
     return torch.nan_to_num(med, nan=0.0).reshape(d.shape[:-2] + (gh, gw))

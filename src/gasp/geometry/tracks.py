@@ -128,6 +128,7 @@ def compute_tracks(
     keep_fraction: float = 0.5,
     rel_tol: float = 0.05,
     border: float = 4,
+    frame_counts: ArrayLike | None = None,
 ) -> Tracks:
     """Paper tracks: grid query points followed through all frames, the most visible fraction kept.
 
@@ -147,6 +148,8 @@ def compute_tracks(
         keep_fraction: fraction of query points kept, in ``(0, 1]``.
         rel_tol: relative depth tolerance of the visibility test.
         border: minimum distance in pixels from every edge for visibility.
+        frame_counts: ``(F,)`` how many frames of the sequence each given frame stands for (a frame a
+            sequence repeats is passed once); visibility is counted with these weights. Default 1.
 
     Returns:
         :class:`Tracks` with ``Q = ceil(keep_fraction * sum(rows * cols))`` tracks.
@@ -163,7 +166,10 @@ def compute_tracks(
     )
     Q = query_uv.shape[0]
     keep = math.ceil(keep_fraction * Q - 1e-9)
-    counts = tracks.visible.sum(dim=1)
+    if frame_counts is None:
+        counts = tracks.visible.sum(dim=1)
+    else:
+        counts = (tracks.visible.long() * to_tensor(frame_counts, device=d.device).long()).sum(dim=1)
     order = torch.sort(-counts, stable=True).indices[:keep]
     kept = order.sort().values
     return Tracks(
