@@ -260,7 +260,12 @@ def test_missing_files(folder, sevenscenes_jpg):
     _expect_bad(SevenScenes(sevenscenes_jpg), 1, sevenscenes_jpg / "frame-000010.depth.png", "missing")
 
 
-def test_truncated_png_and_jpg(folder, sevenscenes_jpg):
+@pytest.mark.parametrize("tolerant", [False, True], ids=["pil-default", "pil-tolerant"])
+def test_truncated_png_and_jpg(folder, sevenscenes_jpg, tolerant, monkeypatch):
+    # lmms-eval switches PIL's process-wide truncated-image tolerance on when imported: still refused
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", tolerant)
     _truncate(folder / "depth" / "0001.png")
     _expect_bad(FolderScene(folder), 1, folder / "depth" / "0001.png", "corrupt or truncated")
     _truncate(folder / "color" / "0002.png")
@@ -269,6 +274,7 @@ def test_truncated_png_and_jpg(folder, sevenscenes_jpg):
     _expect_bad(
         SevenScenes(sevenscenes_jpg), 2, sevenscenes_jpg / "frame-000020.color.jpg", "corrupt or truncated"
     )
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is tolerant  # the caller's setting is restored
 
 
 def test_garbage_instead_of_an_image(folder):

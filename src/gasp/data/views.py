@@ -18,6 +18,7 @@ missing or corrupt file into :class:`BadFrame` naming the file and the reason.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +259,23 @@ class TrajectoryScene(SceneReader):
         )
 
 
+@contextlib.contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Decode images with PIL's truncated-image tolerance off, whatever the process set it to.
+
+    ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is process-wide, and some libraries switch it on when
+    imported (lmms-eval does); a truncated frame must still be a bad frame here.
+    """
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read a colour image as (H, W, 3) uint8 RGB.
 
@@ -269,7 +287,7 @@ def read_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise BadFrame("colour image file is missing", path)
     try:
-        with Image.open(path) as im:
+        with strict_decoding(), Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise BadFrame(f"colour image is corrupt or truncated ({e})", path) from e
@@ -291,7 +309,7 @@ def read_depth_png(path: Path, depth_scale: float, invalid: tuple[int, ...] = (0
     if not path.is_file():
         raise BadFrame("depth image file is missing", path)
     try:
-        with Image.open(path) as im:
+        with strict_decoding(), Image.open(path) as im:
             mode = im.mode
             raw = np.asarray(im)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
