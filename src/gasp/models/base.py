@@ -168,7 +168,8 @@ class VLMAdapter:
         """A random-weight model with an offline processor (what presets call).
 
         Args:
-            seed: torch seed for the weights.
+            seed: seed of the weights (drawn from a forked torch RNG: the global RNG state is left
+                as it was, and the same seed always gives the same weights).
             dtype: parameter dtype (default float32).
             **kwargs: ``LLMSize`` fields (``hidden_size``, ``num_layers``, ...) and the family's
                 ``build_config`` keyword arguments (vision sizes, ``patch_size``, ``image_size``, ...).
@@ -176,8 +177,9 @@ class VLMAdapter:
         names = {f.name for f in fields(LLMSize)}
         llm = LLMSize(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
         config, processor = cls.build_config(llm, **kwargs)
-        torch.manual_seed(seed)
-        model = cls.model_class(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls.model_class(config)
         if dtype is not None:
             model = model.to(_as_dtype(dtype))
         return cls(model.eval(), processor)
