@@ -284,6 +284,9 @@ def build_report(
 ) -> dict:
     """The report dict: shared grid/delta/baselines plus one block per model.
 
+    A model block has the per-layer lists (``pck``, ``pck_moved``, ``rho``, ...) and ``headline``:
+    every headline figure at one layer, the layer of highest all-query PCK (``best_figures``).
+
     Args:
         results: label -> ProbeResult (all probed on the same sequences).
         extra: label -> extra fields merged into that model's block (e.g. ``train_seconds``).
@@ -298,6 +301,8 @@ def build_report(
     models = {
         label: {**r.model_block(), **dict((extra or {}).get(label, {}))} for label, r in results.items()
     }
+    for block in models.values():
+        block["headline"] = best_figures(block)
     return {
         "format": REPORT_FORMAT,
         "version": 1,
@@ -335,16 +340,13 @@ def _fmt(x: Any) -> str:
 
 
 def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
-    """Headline numbers of a model block (each "best" is the best layer for that figure).
+    """Headline numbers of a model block, every one read at ONE layer: ``best_layer``, the layer of
+    highest all-query PCK.
 
-    ``pck``: highest all-query PCK (at ``best_layer``); ``pck_moved``: highest moved-query PCK;
-    ``rho``: highest rho; ``min_y_dt_le_8``: the smallest Y(dt) for dt <= 8 at ``best_layer``.
+    ``pck``, ``pck_moved``, ``rho``: that layer's values (not each figure's own maximum over layers);
+    ``min_y_dt_le_8``: the smallest Y(dt) for dt <= 8 and ``y_max_dt`` Y at the largest dt, both of
+    that layer (``temporal_robustness.y`` is computed at it).
     """
-
-    def top(values: Sequence[Any]) -> Any:
-        present = [v for v in values if v is not None]
-        return max(present) if present else None
-
     pck = [p if p is not None else -1.0 for p in block["pck"]]
     best = int(np.argmax(pck))
     tr = block["temporal_robustness"]
@@ -352,8 +354,8 @@ def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "best_layer": best,
         "pck": block["pck"][best],
-        "pck_moved": top(block["pck_moved"]),
-        "rho": top(block["rho"]),
+        "pck_moved": block["pck_moved"][best],
+        "rho": block["rho"][best],
         "min_y_dt_le_8": min(y_upto8) if y_upto8 else None,
         "y_max_dt": tr["y"][-1] if tr["y"] else None,
         "max_dt": tr["dt"][-1] if tr["dt"] else None,
@@ -367,10 +369,10 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         f"{report.get('num_sequences', '?')} held-out sequences, {report.get('num_pairs', '?')} query/frame "
         f"pairs ({report.get('num_moved', '?')} moved). Chance {_fmt(report.get('chance_pck'))} "
         f"(moved {_fmt(report.get('chance_pck_moved'))}), identity {_fmt(report.get('identity_pck'))} "
-        "(moved 0 by construction). Q-K attention figures; best layer = highest all-query PCK.",
+        "(moved 0 by construction). Q-K attention figures, every figure of a model at one layer: "
+        "the layer of its highest all-query PCK.",
         "",
-        "| model | best layer | PCK all | PCK moved (best layer for it) | rho (best layer for it) | "
-        "min Y(dt<=8) | Y at max dt | train s |",
+        "| model | layer | PCK all | PCK moved | rho | min Y(dt<=8) | Y at max dt | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, block in report["models"].items():
