@@ -157,6 +157,19 @@ def _check_sequence(sequence: Mapping[str, Any], grid: tuple[int, int], where: s
         )
 
 
+def layer_qk_logits(qk: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """The Q-K probe's logits of one layer: ``(H, F-1, N, N)`` scores of the query frame's tokens
+    (frame 0) over every other frame's tokens, per query head.
+
+    Args:
+        qk: the layer's ``gasp.models.QK`` (projections and per-head norms, as its attention uses them).
+        tokens: ``(F, N, d)`` the layer's attention inputs (input layernorm output) of the visual tokens.
+    """
+    q = qk.queries(tokens[0]).float().transpose(0, 1)  # (H, N, d)
+    k = qk.keys(tokens[1:]).float().permute(2, 0, 1, 3)  # (Hkv, F-1, N, d)
+    return pm.qk_logits(q, k)
+
+
 @torch.no_grad()
 def probe_model(
     adapter: Any,
@@ -240,16 +253,7 @@ def probe_model(
                 x = captured[i][0].float()  # (F, N, d)
                 probs: dict[str, torch.Tensor] = {}
                 if "qk" in kinds:
-                    p = qk[i]
-                    q = (
-                        p.q_proj(x[0].to(param.dtype))
-                        .float()
-                        .view(-1, p.num_heads, p.head_dim)
-                        .transpose(0, 1)
-                    )
-                    k = p.k_proj(x[1:].to(param.dtype)).float()
-                    k = k.view(x.shape[0] - 1, -1, p.num_kv_heads, p.head_dim).permute(2, 0, 1, 3)
-                    probs["qk"] = pm.qk_attention_probs(q, k)
+                    probs["qk"] = layer_qk_logits(qk[i], x.to(param.dtype)).softmax(dim=-1).mean(dim=0)
                 if "head" in kinds and i in heads.layers:
                     e = heads[i](x).float()
                     probs["head"] = pm.cosine_probs(e[0], e[1:], head_temperature or temperature)

@@ -64,25 +64,36 @@ def neighbourhood_fraction(grid: tuple[int, int], delta: float) -> torch.Tensor:
     return (dist <= delta + 1e-6).float().mean(dim=1)
 
 
-def qk_attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Head-averaged attention of query tokens over the tokens of each target frame.
+def qk_logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Attention logits of query tokens over the tokens of each target frame, per query head.
 
     Args:
-        q: ``(Hq, N, d)`` projected queries of the query-frame tokens (one row per head).
-        k: ``(Hkv, K, M, d)`` projected keys of the ``M`` tokens of each of ``K`` target frames.
-            ``Hq`` must be a multiple of ``Hkv`` (grouped-query attention shares each key head
-            among ``Hq / Hkv`` query heads, as the model does).
+        q: ``(Hq, N, d)`` queries of the query-frame tokens (one row per head).
+        k: ``(Hkv, K, M, d)`` keys of the ``M`` tokens of each of ``K`` target frames. ``Hq`` must
+            be a multiple of ``Hkv`` (grouped-query attention shares each key head among
+            ``Hq / Hkv`` query heads, as the model does).
 
     Returns:
-        ``(K, N, M)``: ``mean_h softmax_j(q_h,i . k_h,j / sqrt(d))``, each row a distribution over
-        the target frame's tokens (the attention restricted to that frame, without RoPE).
+        ``(Hq, K, N, M)``: ``q_h,i . k_h,j / sqrt(d)``, the pre-softmax scores of the model's
+        attention (without rotary embeddings) between those tokens.
     """
     hq, hkv = q.shape[0], k.shape[0]
     if hq % hkv:
         raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv})")
     k = k.repeat_interleave(hq // hkv, dim=0)
-    scores = torch.einsum("hnd,hkmd->hknm", q.float(), k.float()) / math.sqrt(q.shape[-1])
-    return scores.softmax(dim=-1).mean(dim=0)
+    return torch.einsum("hnd,hkmd->hknm", q.float(), k.float()) / math.sqrt(q.shape[-1])
+
+
+def qk_attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Head-averaged attention of query tokens over the tokens of each target frame.
+
+    Args: as :func:`qk_logits`.
+
+    Returns:
+        ``(K, N, M)``: ``mean_h softmax_j(q_h,i . k_h,j / sqrt(d))``, each row a distribution over
+        the target frame's tokens (the attention restricted to that frame, without RoPE).
+    """
+    return qk_logits(q, k).softmax(dim=-1).mean(dim=0)
 
 
 def cosine_probs(query: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -150,8 +150,15 @@ def tie_qk_orthogonal(adapter: VLMAdapter, gain: float = 1.0, seed: int = 0) -> 
     ``(num_heads * head_dim, hidden)``; orthogonal means orthonormal rows when ``num_heads *
     head_dim <= hidden`` (orthonormal columns otherwise).
 
+    Families with per-head query/key norms (Qwen3-VL's RMSNorm ``q_norm``/``k_norm`` over each
+    head's vector) normalise the projection's scale away, so there the matrix has gain 1 and both
+    norms' weights are set to ``gain``: queries and keys are still one function of the token, and
+    the score of two tokens is ``gain**2 * sqrt(head_dim)`` times the cosine of their projected
+    head vectors.
+
     Raises:
-        ConfigError: ``num_kv_heads != num_heads`` (grouped-query attention cannot tie Q and K).
+        ConfigError: ``num_kv_heads != num_heads`` (grouped-query attention cannot tie Q and K), or
+            a layer with only one of the two per-head norms.
     """
     generator = torch.Generator().manual_seed(seed)
     for index in range(len(adapter.decoder_layers())):
@@ -161,8 +168,13 @@ def tie_qk_orthogonal(adapter: VLMAdapter, gain: float = 1.0, seed: int = 0) -> 
                 f"qk_init tied_orthogonal needs num_kv_heads == num_heads, got {qk.num_kv_heads} key/value "
                 f"and {qk.num_heads} query heads (pass num_kv_heads={qk.num_heads})"
             )
+        norms = [n for n in (qk.q_norm, qk.k_norm) if n is not None]
+        if len(norms) == 1:
+            raise ConfigError(f"qk_init tied_orthogonal: decoder layer {index} has a norm on only one of Q/K")
+        for norm in norms:
+            norm.weight.fill_(gain)
         weight = torch.empty_like(qk.q_proj.weight, dtype=torch.float32)
-        torch.nn.init.orthogonal_(weight, gain=gain, generator=generator)
+        torch.nn.init.orthogonal_(weight, gain=1.0 if norms else gain, generator=generator)
         qk.q_proj.weight.copy_(weight)
         qk.k_proj.weight.copy_(weight)
         for proj in (qk.q_proj, qk.k_proj):
