@@ -366,27 +366,53 @@ def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _headline_cells(block: Mapping[str, Any]) -> list[str]:
+    """The table cells of one model: layer, PCK all, PCK moved, rho, min Y(dt<=8), Y at max dt."""
+    if "headline_sd" not in block:  # one seed
+        b = best_figures(block)
+        return [str(b["best_layer"]), *(_fmt(b[k]) for k in ("pck", "pck_moved", "rho", "min_y_dt_le_8"))] + [
+            f"{_fmt(b['y_max_dt'])} (dt={b['max_dt']})"
+        ]
+    mean, sd = block["headline"], block["headline_sd"]
+    dts = block["temporal_robustness"]["dt"]
+
+    def cell(key: str) -> str:
+        return "-" if mean[key] is None else f"{mean[key]:.3f} ± {sd[key]:.3f}"
+
+    return [
+        "/".join(map(str, block["best_layer"])),
+        *(cell(k) for k in ("pck", "pck_moved", "rho", "min_y_dt_le_8")),
+        f"{cell('y_max_dt')} (dt={dts[-1] if dts else None})",
+    ]
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
-    """A short markdown summary: one row per model, plus the chance and identity levels."""
+    """A short markdown summary: one row per model, plus the chance and identity levels.
+
+    A report combined over seeds (``gasp.probe_spread``) shows mean ± sd over the seeds, each seed's
+    figures read at that seed's own layer (listed in the layer column).
+    """
+    seeds = report.get("seeds")
+    spread = (
+        f" Mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))}); each seed read at its own layer."
+        if seeds
+        else ""
+    )
     lines = [
         f"Token grid {report['grid'][0]}x{report['grid'][1]}, PCK@{report['delta']:g} cells, "
         f"{report.get('num_sequences', '?')} held-out sequences, {report.get('num_pairs', '?')} query/frame "
         f"pairs ({report.get('num_moved', '?')} moved). Chance {_fmt(report.get('chance_pck'))} "
         f"(moved {_fmt(report.get('chance_pck_moved'))}), identity {_fmt(report.get('identity_pck'))} "
         "(moved 0 by construction). Q-K attention figures, every figure of a model at one layer: "
-        "the layer of its highest all-query PCK.",
+        f"the layer of its highest all-query PCK.{spread}",
         "",
         "| model | layer | PCK all | PCK moved | rho | min Y(dt<=8) | Y at max dt | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, block in report["models"].items():
-        b = best_figures(block)
         train = block.get("train_seconds")
-        lines.append(
-            f"| {label} | {b['best_layer']} | {_fmt(b['pck'])} | {_fmt(b['pck_moved'])} | "
-            f"{_fmt(b['rho'])} | {_fmt(b['min_y_dt_le_8'])} | {_fmt(b['y_max_dt'])} (dt={b['max_dt']}) | "
-            f"{'-' if train is None else f'{train:.0f}'} |"
-        )
+        cells = [label, *_headline_cells(block), "-" if train is None else f"{train:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
