@@ -241,6 +241,16 @@ def probe_model(
             match_index = torch.as_tensor(np.asarray(sequence[C.MATCH_INDEX]))[1:]
             match_valid = torch.as_tensor(np.asarray(sequence[C.MATCH_VALID])).bool()[1:]
             dt_t = torch.as_tensor(dt)[1:]
+            lookalike = None
+            if C.TOKEN_DEPTH in sequence:
+                lookalike = pm.lookalike_pairs(
+                    frames,
+                    np.asarray(sequence[C.TOKEN_DEPTH]),
+                    np.asarray(sequence[C.MATCH_INDEX]),
+                    np.asarray(sequence[C.MATCH_VALID]),
+                    grid,
+                    delta,
+                )
             keep_picture = count == picture_sequence
             if keep_picture:
                 picture = Picture(
@@ -262,7 +272,7 @@ def probe_model(
                     probs["hidden"] = pm.cosine_probs(h[0], h[1:], temperature)
                 for kind, pr in probs.items():
                     scores[kind][i].append(
-                        pm.score_pairs(pr.cpu(), match_index, match_valid, dt_t, grid, delta)
+                        pm.score_pairs(pr.cpu(), match_index, match_valid, dt_t, grid, delta, lookalike)
                     )
                     if keep_picture:
                         picture.probs.setdefault(kind, {})[i] = pr.cpu().numpy()
@@ -347,7 +357,8 @@ def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
     """Headline numbers of a model block, every one read at ONE layer: ``best_layer``, the layer of
     highest all-query PCK.
 
-    ``pck``, ``pck_moved``, ``rho``: that layer's values (not each figure's own maximum over layers);
+    ``pck``, ``pck_moved``, ``rho``, ``pck_lookalike`` (PCK on the look-alike-at-another-depth split,
+    ``gasp.probe_metrics.lookalike_pairs``): that layer's values (not each figure's own maximum over layers);
     ``min_y_dt_le_8``: the smallest Y(dt) for dt <= 8 and ``y_max_dt`` Y at the largest dt, both of
     that layer (``temporal_robustness.y`` is computed at it).
     """
@@ -360,17 +371,21 @@ def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
         "pck": block["pck"][best],
         "pck_moved": block["pck_moved"][best],
         "rho": block["rho"][best],
+        "pck_lookalike": (block.get("pck_lookalike") or [None] * len(pck))[best],
         "min_y_dt_le_8": min(y_upto8) if y_upto8 else None,
         "y_max_dt": tr["y"][-1] if tr["y"] else None,
         "max_dt": tr["dt"][-1] if tr["dt"] else None,
     }
 
 
+_TABLE_FIGURES = ("pck", "pck_moved", "rho", "pck_lookalike", "min_y_dt_le_8")
+
+
 def _headline_cells(block: Mapping[str, Any]) -> list[str]:
     """The table cells of one model: layer, PCK all, PCK moved, rho, min Y(dt<=8), Y at max dt."""
     if "headline_sd" not in block:  # one seed
         b = best_figures(block)
-        return [str(b["best_layer"]), *(_fmt(b[k]) for k in ("pck", "pck_moved", "rho", "min_y_dt_le_8"))] + [
+        return [str(b["best_layer"]), *(_fmt(b[k]) for k in _TABLE_FIGURES)] + [
             f"{_fmt(b['y_max_dt'])} (dt={b['max_dt']})"
         ]
     mean, sd = block["headline"], block["headline_sd"]
@@ -381,7 +396,7 @@ def _headline_cells(block: Mapping[str, Any]) -> list[str]:
 
     return [
         "/".join(map(str, block["best_layer"])),
-        *(cell(k) for k in ("pck", "pck_moved", "rho", "min_y_dt_le_8")),
+        *(cell(k) for k in _TABLE_FIGURES),
         f"{cell('y_max_dt')} (dt={dts[-1] if dts else None})",
     ]
 
@@ -401,13 +416,15 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     lines = [
         f"Token grid {report['grid'][0]}x{report['grid'][1]}, PCK@{report['delta']:g} cells, "
         f"{report.get('num_sequences', '?')} held-out sequences, {report.get('num_pairs', '?')} query/frame "
-        f"pairs ({report.get('num_moved', '?')} moved). Chance {_fmt(report.get('chance_pck'))} "
+        f"pairs ({report.get('num_moved', '?')} moved, {report.get('num_lookalike', '?')} look-alike "
+        f"at another depth). Chance {_fmt(report.get('chance_pck'))} "
         f"(moved {_fmt(report.get('chance_pck_moved'))}), identity {_fmt(report.get('identity_pck'))} "
         "(moved 0 by construction). Q-K attention figures, every figure of a model at one layer: "
         f"the layer of its highest all-query PCK.{spread}",
         "",
-        "| model | layer | PCK all | PCK moved | rho | min Y(dt<=8) | Y at max dt | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | layer | PCK all | PCK moved | rho | PCK look-alike | min Y(dt<=8) | Y at max dt "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, block in report["models"].items():
         train = block.get("train_seconds")

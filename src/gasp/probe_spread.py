@@ -21,9 +21,9 @@ import numpy as np
 
 from gasp.errors import ConfigError
 
-HEADLINE = ("pck", "pck_moved", "rho", "min_y_dt_le_8", "y_max_dt")
+HEADLINE = ("pck", "pck_moved", "rho", "pck_lookalike", "min_y_dt_le_8", "y_max_dt")
 """Headline figures combined as mean +- sd."""
-_PER_LAYER = ("pck", "pck_moved", "rho")
+_PER_LAYER = ("pck", "pck_moved", "rho", "pck_lookalike")
 
 
 def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -49,7 +49,8 @@ def combine_blocks(blocks: Sequence[Mapping[str, Any]], seeds: Sequence[int]) ->
 
     out: dict[str, Any] = {}
     for key in _PER_LAYER:
-        out[key], out[f"{key}_sd"] = _columns([b[key] for b in blocks])
+        rows = [b.get(key) or [None] * len(b["pck"]) for b in blocks]
+        out[key], out[f"{key}_sd"] = _columns(rows)
     dts = [list(b["temporal_robustness"]["dt"]) for b in blocks]
     if any(d != dts[0] for d in dts):
         raise ConfigError("seeds were probed on different frame distances; were the held-out data the same?")
