@@ -4,10 +4,11 @@ Stages (finished data and training stages are skipped on a re-run, so an interru
 
 1. data: synthetic training scenes and separate held-out scenes (disjoint seeds, same camera
    motion) are prepared as shards (``gasp prepare``) under ``OUTPUT_DIR/data``;
-2. train: three tiny Qwen2.5-VL models of the same architecture, the same random initialisation, the
-   same trained parameters and the same number of steps (``gasp train``): ``baseline`` (language
-   loss only), ``corr_only`` (L_LM + L_corr, the paper's ablation) and ``gasp`` (L_LM + L_corr +
-   L_depth), under ``OUTPUT_DIR/runs/NAME``. The default recipe fine-tunes the whole tiny model
+2. train: three tiny Qwen2.5-VL models of the same architecture, the same random initialisation
+   (drawn from ``--seed``), the same trained parameters and the same number of steps (``gasp
+   train``): ``baseline`` (language loss only), ``corr_only`` (L_LM + L_corr, the paper's ablation)
+   and ``gasp`` (L_LM + L_corr + L_depth), under ``OUTPUT_DIR/runs/NAME`` (``runs/seed-S/NAME`` with
+   ``--seeds`` > 1). The default recipe fine-tunes the whole tiny model
    (vision tower included) from a tied orthogonal Q/K init (``W_Q = W_K``), which gives the random
    LLM the similarity-matching attention a pretrained one has, and a local-offset vision attention
    init (``gasp.models.vision_init``), which gives its vision tower the spatial context of a
@@ -17,9 +18,10 @@ Stages (finished data and training stages are skipped on a re-run, so an interru
    PCK per layer, confidence-accuracy rho, temporal robustness) and, for the baseline and GASP,
    the attention heatmap and flow-coloured match picture of one held-out query point.
 
-The figures are the paper's (Q-K attention of each layer; see docs/PROBE.md). ``report.json`` also
-lists each acceptance check of the demo with its value. docs/PROBE.md ("Measured") gives the default
-recipe's wall time, the figures it reaches and which checks fail.
+The figures are the paper's (Q-K attention of each layer; see docs/PROBE.md), every figure of a
+model read at one layer (its highest all-query PCK). ``report.json`` and ``summary.md`` list each
+acceptance check of the demo with its value and whether it passes; ``--seeds N`` repeats stages 2-3
+for N seeds and reports mean ± sd. What the demo shows, and what it does not, is in docs/PROBE.md.
 """
 
 from __future__ import annotations
