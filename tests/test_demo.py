@@ -8,22 +8,26 @@ from gasp.demo import DEMO_MODEL_OVERRIDES, DemoConfig, acceptance, run_demo
 from gasp.errors import ConfigError
 
 
+def _tiny(tmp_path, **changes) -> DemoConfig:
+    """A demo small enough for a test: a 6x6 grid, one training and one held-out sequence."""
+    base = {
+        "output_dir": str(tmp_path / "demo"),
+        "warmup_steps": 0,
+        "grid": [6, 6],
+        "train_scenes": 1,
+        "train_sequences": 1,
+        "train_frames": [3, 3],
+        "heldout_scenes": 1,
+        "heldout_sequences": 1,
+        "radius": 6,
+        "progress": False,
+    }
+    return DemoConfig(**{**base, **changes})
+
+
 @pytest.mark.slow
 def test_short_demo_writes_report_summary_and_figures(tmp_path):
-    cfg = DemoConfig(
-        output_dir=str(tmp_path / "demo"),
-        steps=2,
-        warmup_steps=0,
-        grid=[6, 6],
-        train_scenes=1,
-        train_sequences=1,
-        train_frames=[3, 3],
-        heldout_scenes=1,
-        heldout_sequences=1,
-        heldout_frames=[4, 4],
-        radius=6,
-        progress=False,
-    )
+    cfg = _tiny(tmp_path, steps=2, heldout_frames=[4, 4])
     report = run_demo(cfg)
     out = tmp_path / "demo"
     on_disk = json.loads((out / "report.json").read_text())
@@ -57,23 +61,7 @@ def test_short_demo_writes_report_summary_and_figures(tmp_path):
 
 @pytest.mark.slow
 def test_demo_over_seeds_reports_mean_and_spread(tmp_path):
-    cfg = DemoConfig(
-        output_dir=str(tmp_path / "demo"),
-        models=["baseline", "gasp"],
-        seeds=2,
-        seed=5,
-        steps=1,
-        warmup_steps=0,
-        grid=[6, 6],
-        train_scenes=1,
-        train_sequences=1,
-        train_frames=[3, 3],
-        heldout_scenes=1,
-        heldout_sequences=1,
-        heldout_frames=[3, 3],
-        radius=6,
-        progress=False,
-    )
+    cfg = _tiny(tmp_path, models=["baseline", "gasp"], seeds=2, seed=5, steps=1, heldout_frames=[3, 3])
     report = run_demo(cfg)
     out = tmp_path / "demo"
     runs = out / "runs"
