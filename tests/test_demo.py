@@ -8,22 +8,26 @@ from gasp.demo import DEMO_MODEL_OVERRIDES, DemoConfig, acceptance, run_demo
 from gasp.errors import ConfigError
 
 
+def _tiny(tmp_path, **changes) -> DemoConfig:
+    """A demo small enough for a test: a 6x6 grid, one training and one held-out sequence."""
+    base = {
+        "output_dir": str(tmp_path / "demo"),
+        "warmup_steps": 0,
+        "grid": [6, 6],
+        "train_scenes": 1,
+        "train_sequences": 1,
+        "train_frames": [3, 3],
+        "heldout_scenes": 1,
+        "heldout_sequences": 1,
+        "radius": 6,
+        "progress": False,
+    }
+    return DemoConfig(**{**base, **changes})
+
+
 @pytest.mark.slow
 def test_short_demo_writes_report_summary_and_figures(tmp_path):
-    cfg = DemoConfig(
-        output_dir=str(tmp_path / "demo"),
-        steps=2,
-        warmup_steps=0,
-        grid=[6, 6],
-        train_scenes=1,
-        train_sequences=1,
-        train_frames=[3, 3],
-        heldout_scenes=1,
-        heldout_sequences=1,
-        heldout_frames=[4, 4],
-        radius=6,
-        progress=False,
-    )
+    cfg = _tiny(tmp_path, steps=2, heldout_frames=[4, 4])
     report = run_demo(cfg)
     out = tmp_path / "demo"
     on_disk = json.loads((out / "report.json").read_text())
@@ -55,11 +59,39 @@ def test_short_demo_writes_report_summary_and_figures(tmp_path):
     assert again["models"]["gasp"]["train_seconds"] == report["models"]["gasp"]["train_seconds"]
 
 
+@pytest.mark.slow
+def test_demo_over_seeds_reports_mean_and_spread(tmp_path):
+    cfg = _tiny(tmp_path, models=["baseline", "gasp"], seeds=2, seed=5, steps=1, heldout_frames=[3, 3])
+    report = run_demo(cfg)
+    out = tmp_path / "demo"
+    runs = out / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["seed-5", "seed-6"]
+    # each seed initialises its own model: the saved base weights differ
+    from safetensors.torch import load_file
+
+    bases = [
+        load_file(str(next((runs / s / "gasp" / "base").glob("*.safetensors")))) for s in ("seed-5", "seed-6")
+    ]
+    assert any(not (bases[0][k] == bases[1][k]).all() for k in bases[0])
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["seeds"] == [5, 6]
+    for m in on_disk["models"].values():
+        assert len(m["by_seed"]) == 2 and len(m["best_layer"]) == 2
+        assert set(m["headline_sd"]) == set(m["headline"]) and m["headline_sd"]["pck"] >= 0
+        assert len(m["pck_sd"]) == len(m["pck"])
+    assert all(c["passed_seeds"].endswith("/2") for c in report["acceptance"])
+    summary = (out / "summary.md").read_text()
+    assert "Mean ± sd over 2 seeds" in summary and " ± " in summary.split("| gasp |")[1]
+    assert (out / "analysis.png").stat().st_size > 500
+
+
 def test_heldout_seeds_must_not_overlap_training_seeds():
     with pytest.raises(ConfigError, match="overlap"):
         DemoConfig(train_seed=0, train_scenes=10, heldout_seed=5)
     with pytest.raises(ConfigError, match="--models"):
         DemoConfig(models=["gasp", "nope"])
+    with pytest.raises(ConfigError, match="--seeds"):
+        DemoConfig(seeds=0)
 
 
 def _block(pck, moved, rho, ys):

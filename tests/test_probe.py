@@ -69,6 +69,11 @@ def test_report_schema_figures_and_pictures(adapter, tmp_path):
         assert block["temporal_robustness"]["dt"] == [1, 4]
         assert len(block["temporal_robustness"]["y"]) == 2
     assert m["pck"] == m["by_feature"]["qk"]["pck"]
+    best = m["best_layer"]
+    assert m["headline"]["best_layer"] == best
+    assert [m["headline"][k] for k in ("pck", "pck_moved", "rho")] == [
+        m[k][best] for k in ("pck", "pck_moved", "rho")
+    ]
     # 128 pairs: frame 1 identity matches (not moved), frame 2 three cells on (moved for delta 1)
     assert report["num_pairs"] == 256 and report["num_moved"] == 128
     assert report["identity_pck"] == 0.5 and report["identity_pck_moved"] == 0.0

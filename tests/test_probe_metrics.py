@@ -153,3 +153,37 @@ def test_qk_attention_shares_kv_heads_like_grouped_query_attention():
 def test_score_pairs_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="grid"):
         pm.score_pairs(torch.rand(1, 16, 16), torch.zeros(1, 16), torch.ones(1, 16), torch.ones(1), (4, 5), 2)
+
+
+def test_lookalike_split_is_a_wrong_colour_match_at_another_depth():
+    grid, cell = (1, 6), 4
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (6, 3), dtype=np.uint8)
+    frame = np.repeat(np.repeat(colours[None, :, None, :], cell, 0), cell, 2).reshape(cell, 6 * cell, 3)
+    frames = np.stack([frame, frame])  # the target looks exactly like the query frame
+    shifted = np.stack([np.arange(6), (np.arange(6) + 3) % 6])  # but each cell truly sits 3 cells on
+    valid = np.ones((2, 6), bool)
+    valid[1, 5] = False
+    depth = np.array([[[2.0] * 6], [[1.0, 1, 1, 3, 3, 3]]])
+    split = pm.lookalike_pairs(frames, depth, shifted, valid, grid, delta=1.0)
+    assert split.tolist() == [[True, True, True, True, True, False]]  # cell 5 has no valid match
+    same_depth = depth.copy()
+    same_depth[1] = 2.0
+    assert not pm.lookalike_pairs(frames, same_depth, shifted, valid, grid, delta=1.0).any()
+    right = np.stack([np.arange(6), np.arange(6)])  # the best colour match is the true one
+    assert not pm.lookalike_pairs(frames, depth, right, valid, grid, delta=1.0).any()
+    # PCK on the split counts only those pairs
+    probs = torch.zeros(1, 6, 6)
+    probs[0, torch.arange(6), torch.as_tensor(shifted[1])] = 1.0  # every prediction right ...
+    probs[0, 0] = 0.0
+    probs[0, 0, 0] = 1.0  # ... except query 0, which takes the look-alike
+    scores = pm.score_pairs(
+        probs,
+        torch.as_tensor(shifted[1:]),
+        torch.as_tensor(valid[1:]),
+        torch.tensor([1]),
+        grid,
+        1.0,
+        torch.as_tensor(split),
+    )
+    assert pm.layer_figures(scores).pck_lookalike == 0.8

@@ -48,3 +48,14 @@ def test_attention_and_match_pictures(tmp_path):
     valid = np.ones(24, bool)
     valid[-3:] = False
     assert _is_png(plots.plot_matches(a, b, pred, true, valid, grid, tmp_path / "m.png"))
+
+
+def test_spread_over_seeds_is_drawn(tmp_path):
+    block = _block([0.3, 0.6, 0.7], [0.4, 0.5, 0.6], [1.0, 0.95, 0.9])
+    spread = {**block, "pck_sd": [0.1, 0.1, 0.1], "rho_sd": [0.2, 0.2, 0.2]}
+    spread["temporal_robustness"] = {**block["temporal_robustness"], "y_sd": [0.0, 0.1, 0.1]}
+    plain = plots.plot_analysis({"gasp": block}, tmp_path / "plain.png")
+    bars = plots.plot_analysis({"gasp": spread}, tmp_path / "spread.png")
+    with Image.open(plain) as a, Image.open(bars) as b:
+        pa, pb = np.asarray(a.convert("L")), np.asarray(b.convert("L"))
+    assert pa.shape != pb.shape or (pa != pb).sum() > 200  # error bars and bands add ink

@@ -1,4 +1,16 @@
-"""GASP's geometric losses as pure tensor functions (PAPER.md, "Pieces").
+"""GASP's geometric losses as pure tensor functions.
+
+Two losses act on the correspondence heads' embeddings of the visual tokens of one sequence (an
+anchor frame and F-1 other frames of the same scene):
+
+* **InfoNCE** (``L_corr``): for every anchor token with a ground-truth match in frame ``b``, the
+  token of frame ``b`` that shows the same 3D point is the positive and every other token of frame
+  ``b`` a negative, with cosine similarity over a temperature ``tau`` as logits;
+* **depth consistency** (``L_depth``): the same softmax gives a soft match over frame ``b``'s tokens
+  (soft-argmax); the depth it predicts, the softmax-weighted mean of those tokens' depths, must
+  agree with the depth of the true 3D point in frame ``b``'s camera (a symmetric relative error).
+  Probability put on tokens at another depth (e.g. a look-alike further away or nearer) is
+  penalised; probability on wrong tokens at the right depth is not.
 
 All functions work on token grids flattened to ``N = gh * gw`` tokens per frame and reduce in
 float32. Embeddings are L2-normalised here, so callers pass raw head outputs.

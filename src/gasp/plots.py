@@ -41,6 +41,13 @@ def _values(xs: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in xs], dtype=float)
 
 
+def _band(ax: plt.Axes, x: np.ndarray, y: np.ndarray, sd: Sequence[float | None] | None, colour: str) -> None:
+    """Shade mean +- sd (the spread over seeds) around a curve; nothing when ``sd`` is None."""
+    if sd is not None:
+        s = _values(sd)
+        ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
+
+
 def plot_analysis(
     models: Mapping[str, Mapping],
     path: str | Path,
@@ -56,6 +63,8 @@ def plot_analysis(
     Args:
         models: label -> figures block (``pck``, ``pck_moved``, ``rho`` per layer and
             ``temporal_robustness`` with ``dt``, ``y`` and optionally ``y_layer_mean``), as in report.json.
+            A block combined over seeds also has ``pck_sd``, ``pck_moved_sd``, ``rho_sd`` and
+            ``temporal_robustness.y_sd``: drawn as error bars (a) and shaded bands (b, c).
         path: output PNG.
         chance: chance PCK drawn as a dotted line on panel (a).
         identity: same-position PCK drawn as a dashed line on panel (a).
@@ -70,11 +79,22 @@ def plot_analysis(
         colour = PALETTE[m % len(PALETTE)]
         pck = _values(block[key])
         layers = np.arange(len(pck))
-        axes[0].bar(layers + (m - (len(models) - 1) / 2) * width, pck, width, label=label, color=colour)
+        sd = block.get(f"{key}_sd")
+        axes[0].bar(
+            layers + (m - (len(models) - 1) / 2) * width,
+            pck,
+            width,
+            label=label,
+            color=colour,
+            yerr=None if sd is None else _values(sd),
+            capsize=2,
+        )
         rho = _values(block["rho"])
         axes[1].plot(np.arange(len(rho)), rho, "o-", color=colour, label=label, ms=3)
+        _band(axes[1], np.arange(len(rho)), rho, block.get("rho_sd"), colour)
         tr = block["temporal_robustness"]
         if tr["dt"]:
+            layer = block.get("best_layer", "?")
             axes[2].plot(
                 tr["dt"],
                 _values(tr["y"]),
@@ -82,8 +102,9 @@ def plot_analysis(
                 color=colour,
                 ms=3,
                 lw=1,
-                label=f"{label} (layer {block.get('best_layer', '?')})",
+                label=f"{label} (layer {'/'.join(map(str, layer)) if isinstance(layer, list) else layer})",
             )
+            _band(axes[2], np.asarray(tr["dt"]), _values(tr["y"]), tr.get("y_sd"), colour)
             if tr.get("y_layer_mean"):
                 axes[2].plot(tr["dt"], _values(tr["y_layer_mean"]), "--", color=colour, lw=1, alpha=0.6)
     if chance is not None:

@@ -181,6 +181,19 @@ def _check_sequence(sequence: Mapping[str, Any], grid: tuple[int, int], where: s
         )
 
 
+def layer_qk_logits(qk: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """The Q-K probe's logits of one layer: ``(H, F-1, N, N)`` scores of the query frame's tokens
+    (frame 0) over every other frame's tokens, per query head.
+
+    Args:
+        qk: the layer's ``gasp.models.QK`` (projections and per-head norms, as its attention uses them).
+        tokens: ``(F, N, d)`` the layer's attention inputs (input layernorm output) of the visual tokens.
+    """
+    q = qk.queries(tokens[0]).float().transpose(0, 1)  # (H, N, d)
+    k = qk.keys(tokens[1:]).float().permute(2, 0, 1, 3)  # (Hkv, F-1, N, d)
+    return pm.qk_logits(q, k)
+
+
 @torch.no_grad()
 def probe_model(
     adapter: Any,
@@ -252,6 +265,16 @@ def probe_model(
             match_index = torch.as_tensor(np.asarray(sequence[C.MATCH_INDEX]))[1:]
             match_valid = torch.as_tensor(np.asarray(sequence[C.MATCH_VALID])).bool()[1:]
             dt_t = torch.as_tensor(dt)[1:]
+            lookalike = None
+            if C.TOKEN_DEPTH in sequence:
+                lookalike = pm.lookalike_pairs(
+                    frames,
+                    np.asarray(sequence[C.TOKEN_DEPTH]),
+                    np.asarray(sequence[C.MATCH_INDEX]),
+                    np.asarray(sequence[C.MATCH_VALID]),
+                    grid,
+                    delta,
+                )
             keep_picture = count == picture_sequence
             if keep_picture:
                 picture = Picture(
@@ -264,16 +287,7 @@ def probe_model(
                 x = captured[i][0].float()  # (F, N, d)
                 probs: dict[str, torch.Tensor] = {}
                 if "qk" in kinds:
-                    p = qk[i]
-                    q = (
-                        p.q_proj(x[0].to(param.dtype))
-                        .float()
-                        .view(-1, p.num_heads, p.head_dim)
-                        .transpose(0, 1)
-                    )
-                    k = p.k_proj(x[1:].to(param.dtype)).float()
-                    k = k.view(x.shape[0] - 1, -1, p.num_kv_heads, p.head_dim).permute(2, 0, 1, 3)
-                    probs["qk"] = pm.qk_attention_probs(q, k)
+                    probs["qk"] = layer_qk_logits(qk[i], x.to(param.dtype)).softmax(dim=-1).mean(dim=0)
                 if "head" in kinds and i in heads.layers:
                     e = heads[i](x).float()
                     probs["head"] = pm.cosine_probs(e[0], e[1:], head_temperature or temperature)
@@ -282,7 +296,7 @@ def probe_model(
                     probs["hidden"] = pm.cosine_probs(h[0], h[1:], temperature)
                 for kind, pr in probs.items():
                     scores[kind][i].append(
-                        pm.score_pairs(pr.cpu(), match_index, match_valid, dt_t, grid, delta)
+                        pm.score_pairs(pr.cpu(), match_index, match_valid, dt_t, grid, delta, lookalike)
                     )
                     if keep_picture:
                         picture.probs.setdefault(kind, {})[i] = pr.cpu().numpy()
@@ -308,6 +322,9 @@ def build_report(
 ) -> dict:
     """The report dict: shared grid/delta/baselines plus one block per model.
 
+    A model block has the per-layer lists (``pck``, ``pck_moved``, ``rho``, ...) and ``headline``:
+    every headline figure at one layer, the layer of highest all-query PCK (``best_figures``).
+
     Args:
         results: label -> ProbeResult (all probed on the same sequences).
         extra: label -> extra fields merged into that model's block (e.g. ``train_seconds``).
@@ -322,6 +339,8 @@ def build_report(
     models = {
         label: {**r.model_block(), **dict((extra or {}).get(label, {}))} for label, r in results.items()
     }
+    for block in models.values():
+        block["headline"] = best_figures(block)
     return {
         "format": REPORT_FORMAT,
         "version": 1,
@@ -359,16 +378,14 @@ def _fmt(x: Any) -> str:
 
 
 def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
-    """Headline numbers of a model block (each "best" is the best layer for that figure).
+    """Headline numbers of a model block, every one read at ONE layer: ``best_layer``, the layer of
+    highest all-query PCK.
 
-    ``pck``: highest all-query PCK (at ``best_layer``); ``pck_moved``: highest moved-query PCK;
-    ``rho``: highest rho; ``min_y_dt_le_8``: the smallest Y(dt) for dt <= 8 at ``best_layer``.
+    ``pck``, ``pck_moved``, ``rho``, ``pck_lookalike`` (PCK on the look-alike-at-another-depth split,
+    ``gasp.probe_metrics.lookalike_pairs``): that layer's values (not each figure's own maximum over layers);
+    ``min_y_dt_le_8``: the smallest Y(dt) for dt <= 8 and ``y_max_dt`` Y at the largest dt, both of
+    that layer (``temporal_robustness.y`` is computed at it).
     """
-
-    def top(values: Sequence[Any]) -> Any:
-        present = [v for v in values if v is not None]
-        return max(present) if present else None
-
     pck = [p if p is not None else -1.0 for p in block["pck"]]
     best = int(np.argmax(pck))
     tr = block["temporal_robustness"]
@@ -376,35 +393,67 @@ def best_figures(block: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "best_layer": best,
         "pck": block["pck"][best],
-        "pck_moved": top(block["pck_moved"]),
-        "rho": top(block["rho"]),
+        "pck_moved": block["pck_moved"][best],
+        "rho": block["rho"][best],
+        "pck_lookalike": (block.get("pck_lookalike") or [None] * len(pck))[best],
         "min_y_dt_le_8": min(y_upto8) if y_upto8 else None,
         "y_max_dt": tr["y"][-1] if tr["y"] else None,
         "max_dt": tr["dt"][-1] if tr["dt"] else None,
     }
 
 
+_TABLE_FIGURES = ("pck", "pck_moved", "rho", "pck_lookalike", "min_y_dt_le_8")
+
+
+def _headline_cells(block: Mapping[str, Any]) -> list[str]:
+    """The table cells of one model: layer, PCK all, PCK moved, rho, min Y(dt<=8), Y at max dt."""
+    if "headline_sd" not in block:  # one seed
+        b = best_figures(block)
+        return [str(b["best_layer"]), *(_fmt(b[k]) for k in _TABLE_FIGURES)] + [
+            f"{_fmt(b['y_max_dt'])} (dt={b['max_dt']})"
+        ]
+    mean, sd = block["headline"], block["headline_sd"]
+    dts = block["temporal_robustness"]["dt"]
+
+    def cell(key: str) -> str:
+        return "-" if mean[key] is None else f"{mean[key]:.3f} ± {sd[key]:.3f}"
+
+    return [
+        "/".join(map(str, block["best_layer"])),
+        *(cell(k) for k in _TABLE_FIGURES),
+        f"{cell('y_max_dt')} (dt={dts[-1] if dts else None})",
+    ]
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
-    """A short markdown summary: one row per model, plus the chance and identity levels."""
+    """A short markdown summary: one row per model, plus the chance and identity levels.
+
+    A report combined over seeds (``gasp.probe_spread``) shows mean ± sd over the seeds, each seed's
+    figures read at that seed's own layer (listed in the layer column).
+    """
+    seeds = report.get("seeds")
+    spread = (
+        f" Mean ± sd over {len(seeds)} seeds ({', '.join(map(str, seeds))}); each seed read at its own layer."
+        if seeds
+        else ""
+    )
     lines = [
         f"Token grid {report['grid'][0]}x{report['grid'][1]}, PCK@{report['delta']:g} cells, "
         f"{report.get('num_sequences', '?')} held-out sequences, {report.get('num_pairs', '?')} query/frame "
-        f"pairs ({report.get('num_moved', '?')} moved). Chance {_fmt(report.get('chance_pck'))} "
+        f"pairs ({report.get('num_moved', '?')} moved, {report.get('num_lookalike', '?')} look-alike "
+        f"at another depth). Chance {_fmt(report.get('chance_pck'))} "
         f"(moved {_fmt(report.get('chance_pck_moved'))}), identity {_fmt(report.get('identity_pck'))} "
-        "(moved 0 by construction). Q-K attention figures; best layer = highest all-query PCK.",
+        "(moved 0 by construction). Q-K attention figures, every figure of a model at one layer: "
+        f"the layer of its highest all-query PCK.{spread}",
         "",
-        "| model | best layer | PCK all | PCK moved (best layer for it) | rho (best layer for it) | "
-        "min Y(dt<=8) | Y at max dt | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | layer | PCK all | PCK moved | rho | PCK look-alike | min Y(dt<=8) | Y at max dt "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, block in report["models"].items():
-        b = best_figures(block)
         train = block.get("train_seconds")
-        lines.append(
-            f"| {label} | {b['best_layer']} | {_fmt(b['pck'])} | {_fmt(b['pck_moved'])} | "
-            f"{_fmt(b['rho'])} | {_fmt(b['min_y_dt_le_8'])} | {_fmt(b['y_max_dt'])} (dt={b['max_dt']}) | "
-            f"{'-' if train is None else f'{train:.0f}'} |"
-        )
+        cells = [label, *_headline_cells(block), "-" if train is None else f"{train:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

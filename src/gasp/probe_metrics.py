@@ -64,25 +64,36 @@ def neighbourhood_fraction(grid: tuple[int, int], delta: float) -> torch.Tensor:
     return (dist <= delta + 1e-6).float().mean(dim=1)
 
 
-def qk_attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Head-averaged attention of query tokens over the tokens of each target frame.
+def qk_logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Attention logits of query tokens over the tokens of each target frame, per query head.
 
     Args:
-        q: ``(Hq, N, d)`` projected queries of the query-frame tokens (one row per head).
-        k: ``(Hkv, K, M, d)`` projected keys of the ``M`` tokens of each of ``K`` target frames.
-            ``Hq`` must be a multiple of ``Hkv`` (grouped-query attention shares each key head
-            among ``Hq / Hkv`` query heads, as the model does).
+        q: ``(Hq, N, d)`` queries of the query-frame tokens (one row per head).
+        k: ``(Hkv, K, M, d)`` keys of the ``M`` tokens of each of ``K`` target frames. ``Hq`` must
+            be a multiple of ``Hkv`` (grouped-query attention shares each key head among
+            ``Hq / Hkv`` query heads, as the model does).
 
     Returns:
-        ``(K, N, M)``: ``mean_h softmax_j(q_h,i . k_h,j / sqrt(d))``, each row a distribution over
-        the target frame's tokens (the attention restricted to that frame, without RoPE).
+        ``(Hq, K, N, M)``: ``q_h,i . k_h,j / sqrt(d)``, the pre-softmax scores of the model's
+        attention (without rotary embeddings) between those tokens.
     """
     hq, hkv = q.shape[0], k.shape[0]
     if hq % hkv:
         raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv})")
     k = k.repeat_interleave(hq // hkv, dim=0)
-    scores = torch.einsum("hnd,hkmd->hknm", q.float(), k.float()) / math.sqrt(q.shape[-1])
-    return scores.softmax(dim=-1).mean(dim=0)
+    return torch.einsum("hnd,hkmd->hknm", q.float(), k.float()) / math.sqrt(q.shape[-1])
+
+
+def qk_attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Head-averaged attention of query tokens over the tokens of each target frame.
+
+    Args: as :func:`qk_logits`.
+
+    Returns:
+        ``(K, N, M)``: ``mean_h softmax_j(q_h,i . k_h,j / sqrt(d))``, each row a distribution over
+        the target frame's tokens (the attention restricted to that frame, without RoPE).
+    """
+    return qk_logits(q, k).softmax(dim=-1).mean(dim=0)
 
 
 def cosine_probs(query: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -113,16 +124,73 @@ class PairScores:
     dt: np.ndarray  # int, frame distance
     chance: np.ndarray  # float, probability that a uniform guess is correct for this pair
     identity: np.ndarray  # bool, the query's own cell is within delta of the true match
+    lookalike: np.ndarray | None = None  # bool, the pair is in the look-alike split (see lookalike_pairs)
 
     @staticmethod
     def concat(items: Sequence[PairScores]) -> PairScores:
         """Join the pairs of several sequences."""
         if not items:
             raise ValueError("no pairs to join")
-        return PairScores(*(np.concatenate([getattr(i, f) for i in items]) for f in _PAIR_FIELDS))
+        joined = [np.concatenate([getattr(i, f) for i in items]) for f in _PAIR_FIELDS]
+        looks = [i.lookalike for i in items]
+        lookalike = None if any(x is None for x in looks) else np.concatenate(looks)
+        return PairScores(*joined, lookalike=lookalike)
 
 
 _PAIR_FIELDS = ("correct", "moved", "confidence", "dt", "chance", "identity")
+
+
+def cell_descriptors(frames: np.ndarray, grid: tuple[int, int], context: int = 1) -> np.ndarray:
+    """What a token looks like, from colours only: ``(F, N, 3 * (2*context+1)**2)``.
+
+    The mean RGB (in [0, 1]) of each cell and of its neighbours up to ``context`` cells away (edge
+    cells repeat the border), i.e. the cell's colour in its surroundings.
+    """
+    f, h, w, _ = frames.shape
+    gh, gw = grid
+    cells = frames.astype(np.float64).reshape(f, gh, h // gh, gw, w // gw, 3).mean(axis=(2, 4)) / 255.0
+    padded = np.pad(cells, ((0, 0), (context, context), (context, context), (0, 0)), mode="edge")
+    size = 2 * context + 1
+    parts = [padded[:, dy : dy + gh, dx : dx + gw] for dy in range(size) for dx in range(size)]
+    return np.concatenate(parts, axis=-1).reshape(f, gh * gw, -1)
+
+
+def lookalike_pairs(
+    frames: np.ndarray,
+    token_depth: np.ndarray,
+    match_index: np.ndarray,
+    match_valid: np.ndarray,
+    grid: tuple[int, int],
+    delta: float,
+    depth_ratio: float = 0.25,
+) -> np.ndarray:
+    """The look-alike-at-another-depth split: ``(F-1, N)`` bool over the (query, target frame) pairs.
+
+    A pair is in it when the target frame's token that looks most like the query token (nearest
+    :func:`cell_descriptors`, colours only) is a wrong token, more than ``delta`` cells from the
+    true match, whose depth differs from the true match's depth by more than ``depth_ratio`` of
+    it: the ambiguity that a depth-consistency term can resolve and appearance alone cannot.
+    Defined from the frames, depths and ground truth only, never from a model.
+
+    Args:
+        frames: ``(F, H, W, 3)`` uint8, frame 0 the query frame.
+        token_depth: ``(F, gh, gw)`` metres per cell (0 = unknown).
+        match_index, match_valid: ``(F, N)`` ground truth; row 0 (the query frame) is ignored.
+        grid, delta: token grid and PCK threshold in cells.
+        depth_ratio: relative depth difference that counts as "another depth".
+    """
+    desc = cell_descriptors(np.asarray(frames), grid)
+    depth = np.asarray(token_depth, dtype=np.float64).reshape(len(desc), -1)
+    out = np.zeros((len(desc) - 1, desc.shape[1]), dtype=bool)
+    for k in range(1, len(desc)):
+        dist = ((desc[0][:, None, :] - desc[k][None, :, :]) ** 2).sum(-1)  # (N query, N target)
+        best = dist.argmin(axis=1)
+        true = np.asarray(match_index[k]).astype(np.int64)
+        wrong = cell_distance(torch.as_tensor(best), torch.as_tensor(true), grid).numpy() > delta + 1e-6
+        d_true, d_best = depth[k][true], depth[k][best]
+        other_depth = (d_true > 0) & (d_best > 0) & (np.abs(d_best - d_true) > depth_ratio * d_true)
+        out[k - 1] = np.asarray(match_valid[k]).astype(bool) & wrong & other_depth
+    return out
 
 
 def score_pairs(
@@ -132,6 +200,7 @@ def score_pairs(
     dt: torch.Tensor,
     grid: tuple[int, int],
     delta: float,
+    lookalike: torch.Tensor | None = None,
 ) -> PairScores:
     """Score the predicted matches of the query-frame cells in every target frame.
 
@@ -142,6 +211,7 @@ def score_pairs(
         dt: ``(K,)`` int, frame distance of each target frame from the query frame.
         grid: ``(gh, gw)`` with ``gh * gw == N``.
         delta: PCK threshold in cells.
+        lookalike: optional ``(K, N)`` bool, the look-alike split (:func:`lookalike_pairs`).
 
     Returns:
         :class:`PairScores` over valid pairs of frames with ``dt != 0``.
@@ -170,6 +240,7 @@ def score_pairs(
         dt=dt_full[keep].numpy(),
         chance=near[true].numpy().astype(np.float64),
         identity=identity.numpy(),
+        lookalike=None if lookalike is None else torch.as_tensor(lookalike).bool()[keep].numpy(),
     )
 
 
@@ -198,6 +269,7 @@ class LayerFigures:
     pck_moved: float | None
     rho: float | None
     dt: list[int] = field(default_factory=list)
+    pck_lookalike: float | None = None
     pck_by_dt: list[float] = field(default_factory=list)
     count_by_dt: list[int] = field(default_factory=list)
 
@@ -213,6 +285,7 @@ def layer_figures(scores: PairScores) -> LayerFigures:
         dt=dts,
         pck_by_dt=[float(c.mean()) for c in by_dt],
         count_by_dt=[int(c.size) for c in by_dt],
+        pck_lookalike=None if scores.lookalike is None else _mean(scores.correct[scores.lookalike]),
     )
 
 
@@ -234,6 +307,7 @@ def baselines(scores: PairScores) -> dict[str, float | None]:
         "identity_pck_moved": _mean(scores.identity[scores.moved]),
         "num_pairs": int(scores.correct.size),
         "num_moved": int(scores.moved.sum()),
+        "num_lookalike": None if scores.lookalike is None else int(scores.lookalike.sum()),
     }
 
 
@@ -263,6 +337,7 @@ def summarize_layers(per_layer: Sequence[PairScores | None]) -> dict:
         "pck": [f.pck for f in figs],
         "pck_moved": [f.pck_moved for f in figs],
         "rho": [f.rho for f in figs],
+        "pck_lookalike": [f.pck_lookalike for f in figs],
         "best_layer": best,
         "temporal_robustness": {
             "dt": dts,

@@ -41,8 +41,11 @@ class QK:
 
     ``q_proj(x)`` has ``num_heads * head_dim`` features and ``k_proj(x)`` has
     ``num_kv_heads * head_dim`` (grouped-query attention shares each key head between
-    ``num_heads // num_kv_heads`` query heads). Rotary position embeddings are applied after these
-    projections inside the attention module and are not included.
+    ``num_heads // num_kv_heads`` query heads). ``q_norm`` / ``k_norm``: the per-head norms some
+    families apply to each head's query/key vector before rotary (Qwen3-VL's RMSNorm over
+    ``head_dim``); None where the family has none. Rotary position embeddings are applied after
+    these inside the attention module and are not included: ``queries`` / ``keys`` are what the
+    module's attention multiplies, with rotary removed.
     """
 
     q_proj: nn.Linear
@@ -50,6 +53,18 @@ class QK:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    q_norm: nn.Module | None = None
+    k_norm: nn.Module | None = None
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., d)`` attention inputs -> ``(..., num_heads, head_dim)`` query vectors."""
+        q = self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
+        return q if self.q_norm is None else self.q_norm(q)
+
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., d)`` attention inputs -> ``(..., num_kv_heads, head_dim)`` key vectors."""
+        k = self.k_proj(x).unflatten(-1, (self.num_kv_heads, self.head_dim))
+        return k if self.k_norm is None else self.k_norm(k)
 
 
 @dataclass
@@ -168,7 +183,8 @@ class VLMAdapter:
         """A random-weight model with an offline processor (what presets call).
 
         Args:
-            seed: torch seed for the weights.
+            seed: seed of the weights (drawn from a forked torch RNG: the global RNG state is left
+                as it was, and the same seed always gives the same weights).
             dtype: parameter dtype (default float32).
             **kwargs: ``LLMSize`` fields (``hidden_size``, ``num_layers``, ...) and the family's
                 ``build_config`` keyword arguments (vision sizes, ``patch_size``, ``image_size``, ...).
@@ -176,8 +192,9 @@ class VLMAdapter:
         names = {f.name for f in fields(LLMSize)}
         llm = LLMSize(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
         config, processor = cls.build_config(llm, **kwargs)
-        torch.manual_seed(seed)
-        model = cls.model_class(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls.model_class(config)
         if dtype is not None:
             model = model.to(_as_dtype(dtype))
         return cls(model.eval(), processor)
@@ -385,7 +402,9 @@ class VLMAdapter:
         num_heads = int(cfg.num_attention_heads)
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // num_heads)
         num_kv = int(getattr(cfg, "num_key_value_heads", None) or num_heads)
-        return QK(attn.q_proj, attn.k_proj, num_heads, num_kv, head_dim)
+        # per-head query/key norms (Qwen3-VL's q_norm/k_norm) are part of what the attention uses
+        norms = (getattr(attn, "q_norm", None), getattr(attn, "k_norm", None))
+        return QK(attn.q_proj, attn.k_proj, num_heads, num_kv, head_dim, *norms)
 
     def lora_target_modules(self) -> list[str]:
         """Full module paths of the LLM decoder's linear layers (never the vision tower or lm_head).

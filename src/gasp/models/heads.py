@@ -122,14 +122,21 @@ class CorrespondenceHeads(nn.Module):
 
     @classmethod
     def from_adapter(
-        cls, adapter, layers: str | Sequence[int] = "all", d_emb: int = 256
+        cls, adapter, layers: str | Sequence[int] = "all", d_emb: int = 256, seed: int | None = None
     ) -> CorrespondenceHeads:
-        """Heads for ``adapter``'s decoder, each ``fc1`` SVD-initialised from that layer's ``W_Q``."""
+        """Heads for ``adapter``'s decoder, each ``fc1`` SVD-initialised from that layer's ``W_Q``.
+
+        ``seed``: seed of the random part (every ``fc2``), drawn from a forked torch RNG so the global
+        RNG is left as it was; None draws from the global RNG.
+        """
         n = len(adapter.decoder_layers())
         ids = parse_layers(layers, n)
         q0 = adapter.qk_projections(ids[0]).q_proj
         hidden = getattr(q0, "base_layer", q0).in_features
-        heads = cls(hidden, ids, d_emb)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            heads = cls(hidden, ids, d_emb)
         for i in ids:
             heads[i].init_from_query(adapter.qk_projections(i).q_proj)
         return heads

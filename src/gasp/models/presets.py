@@ -94,7 +94,12 @@ PRESETS: dict[str, Preset] = {
 
 
 def from_preset(
-    name: str, qk_init: str = "hf", vision_init: str = "hf", qk_gain: float = 1.0, **overrides: Any
+    name: str,
+    qk_init: str = "hf",
+    vision_init: str = "hf",
+    qk_gain: float = 1.0,
+    seed: int = 0,
+    **overrides: Any,
 ) -> VLMAdapter:
     """Build the adapter of preset ``name`` with random weights; ``overrides`` change build kwargs.
 
@@ -105,7 +110,10 @@ def from_preset(
         qk_gain: gain of the tied orthogonal matrix (the Q-K scores scale with its square).
         vision_init: ``hf`` keeps the transformers init; ``local_offsets`` points every vision
             attention head at one neighbour patch (``gasp.models.vision_init``).
-        **overrides: keyword arguments of the family's ``build`` (``hidden_size``, ``seed``, ...).
+        seed: seed of every random weight: the model's (``build``) and the tied Q/K matrices. The
+            same seed gives identical weights; ``local_offsets`` draws nothing (its biases follow
+            from the rotary frequencies only).
+        **overrides: keyword arguments of the family's ``build`` (``hidden_size``, ...).
 
     Raises:
         ConfigError: unknown preset (the message lists the valid names), unknown override or
@@ -121,20 +129,20 @@ def from_preset(
     preset = PRESETS[name]
     cls = adapter_class(preset.family)
     try:
-        adapter = cls.build(**{**preset.kwargs, **overrides})
+        adapter = cls.build(**{**preset.kwargs, **overrides}, seed=seed)
     except TypeError as err:
         raise ConfigError(f"preset {name!r}: bad override ({err})") from err
     if qk_init == "tied_orthogonal":
-        tie_qk_orthogonal(adapter, gain=qk_gain)
+        tie_qk_orthogonal(adapter, gain=qk_gain, seed=seed)
     if vision_init == "local_offsets":
         local_offset_attention(adapter.model)
     return adapter
 
 
 @torch.no_grad()
-def tie_qk_orthogonal(adapter: VLMAdapter, gain: float = 1.0) -> None:
+def tie_qk_orthogonal(adapter: VLMAdapter, gain: float = 1.0, seed: int = 0) -> None:
     """Set ``W_Q = W_K`` = one random orthogonal matrix times ``gain`` and zero q/k biases, in every
-    LLM decoder layer (in place; draws from the torch RNG).
+    LLM decoder layer (in place; the matrices are drawn from a generator seeded with ``seed``).
 
     Then the pre-rotary Q-K score of two tokens is ``gain**2`` times the dot product of their
     normalised hidden states, so attention starts out matching similar tokens: an inductive bias a
@@ -142,9 +150,17 @@ def tie_qk_orthogonal(adapter: VLMAdapter, gain: float = 1.0) -> None:
     ``(num_heads * head_dim, hidden)``; orthogonal means orthonormal rows when ``num_heads *
     head_dim <= hidden`` (orthonormal columns otherwise).
 
+    Families with per-head query/key norms (Qwen3-VL's RMSNorm ``q_norm``/``k_norm`` over each
+    head's vector) normalise the projection's scale away, so there the matrix has gain 1 and both
+    norms' weights are set to ``gain``: queries and keys are still one function of the token, and
+    the score of two tokens is ``gain**2 * sqrt(head_dim)`` times the cosine of their projected
+    head vectors.
+
     Raises:
-        ConfigError: ``num_kv_heads != num_heads`` (grouped-query attention cannot tie Q and K).
+        ConfigError: ``num_kv_heads != num_heads`` (grouped-query attention cannot tie Q and K), or
+            a layer with only one of the two per-head norms.
     """
+    generator = torch.Generator().manual_seed(seed)
     for index in range(len(adapter.decoder_layers())):
         qk = adapter.qk_projections(index)
         if qk.num_kv_heads != qk.num_heads or qk.q_proj.weight.shape != qk.k_proj.weight.shape:
@@ -152,8 +168,13 @@ def tie_qk_orthogonal(adapter: VLMAdapter, gain: float = 1.0) -> None:
                 f"qk_init tied_orthogonal needs num_kv_heads == num_heads, got {qk.num_kv_heads} key/value "
                 f"and {qk.num_heads} query heads (pass num_kv_heads={qk.num_heads})"
             )
+        norms = [n for n in (qk.q_norm, qk.k_norm) if n is not None]
+        if len(norms) == 1:
+            raise ConfigError(f"qk_init tied_orthogonal: decoder layer {index} has a norm on only one of Q/K")
+        for norm in norms:
+            norm.weight.fill_(gain)
         weight = torch.empty_like(qk.q_proj.weight, dtype=torch.float32)
-        torch.nn.init.orthogonal_(weight, gain=gain)
+        torch.nn.init.orthogonal_(weight, gain=1.0 if norms else gain, generator=generator)
         qk.q_proj.weight.copy_(weight)
         qk.k_proj.weight.copy_(weight)
         for proj in (qk.q_proj, qk.k_proj):
