@@ -223,7 +223,7 @@ def test_nonfinite_loss_skips_the_step_and_sigterm_saves(prepared, tmp_path, mon
 def test_prepared_grid_must_match_the_model(tmp_path):
     from types import SimpleNamespace
 
-    from gasp.train import _check_grid
+    from gasp.training.setup import check_grid as _check_grid
 
     adapter = from_preset("tiny-qwen2.5-vl")
     _check_grid(adapter, SimpleNamespace(grid=(4, 4), image_size=(32, 32)), tmp_path, "tiny")

@@ -1,0 +1,43 @@
+"""What the training loop reads: the prepared-sequence stream, the optional QA source, and one
+micro-batch at a time (geometric, caption-only or general QA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gasp.config import TrainConfig
+from gasp.training import data as tdata
+
+
+def open_feed(
+    cfg: TrainConfig, adapter, data_dir: Path, rank: int, world: int, consumed: int, qa_consumed: int
+):
+    """``(stream, qa source or None)`` positioned at ``consumed`` sequences / ``qa_consumed`` QA records."""
+    from gasp.training.qa_data import QASource
+    from gasp.training.setup import check_grid
+
+    stream = tdata.SequenceStream(str(data_dir), cfg.batch_size, cfg.seed, consumed, rank, world)
+    check_grid(adapter, stream.reader, data_dir, cfg.model)
+    qa = None
+    if cfg.qa_data:
+        qa = QASource(
+            cfg.qa_data,
+            cfg.qa_media_root or Path(cfg.qa_data).parent,
+            image_size=tuple(stream.reader.image_size),
+            num_frames=cfg.qa_frames,
+            rank=rank,
+            world_size=world,
+            seed=cfg.seed,
+            start=qa_consumed,
+        )
+    return stream, qa
+
+
+def next_batch(cfg: TrainConfig, adapter, stream, qa, micro_index: int) -> tdata.Batch:
+    """Global micro-batch ``micro_index``: language-only ones come from ``qa`` when there is one."""
+    language_only = tdata.is_language_only(micro_index, cfg.lm_fraction)
+    if qa is not None and language_only:
+        return tdata.make_qa_batch(adapter, [next(qa) for _ in range(cfg.batch_size)])
+    mine, num_frames = stream.next_batch()
+    geometric = cfg.uses_heads and not language_only
+    return tdata.make_batch(adapter, mine, cfg.prompt, geometric, num_frames)
