@@ -29,3 +29,48 @@ def debug_config(data: Path, output_dir: Path, **overrides) -> TrainConfig:
     fields = dict(data=str(data), output_dir=str(output_dir), progress=False)
     fields.update(overrides)
     return dataclasses.replace(TrainConfig.from_name("debug"), **fields)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_script() -> Path | None:
+    """The venv's ``accelerate`` launcher, or None."""
+    import shutil
+    import sys
+
+    found = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    return Path(found) if found else None
+
+
+def launch_train(launch_args: list[str], train_args: list[str], timeout: int = 500):
+    """``accelerate launch LAUNCH_ARGS -m gasp.train TRAIN_ARGS`` on CPU processes (gloo); returns the
+    completed process."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        str(accelerate_script()),
+        "launch",
+        *launch_args,
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "gasp.train",
+        *train_args,
+        "--progress",
+        "false",
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -106,14 +106,16 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
     from accelerate.utils import set_seed
 
     from gasp.training import state as tstate
-    from gasp.training.feed import open_feed
-    from gasp.training.loop import Run, run_loop
+    from gasp.training.feed import check_language_data, open_feed
+    from gasp.training.loop import run_loop
     from gasp.training.metrics import MetricsLog
-    from gasp.training.setup import build_objective, prepare_synthetic
+    from gasp.training.setup import prepare_synthetic
 
-    mp = mixed_precision(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        ckpt.clean_leftovers(out)  # this process holds the run's lock: no other writer
+    accelerator.wait_for_everyone()
     previous = ckpt.list_checkpoints(out)
     if previous and not resume:
         raise ConfigError(
@@ -124,6 +126,7 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out)
     set_seed(cfg.seed)
 
+    mp = mixed_precision(cfg)
     dtype = torch.bfloat16 if (mp == "bf16" and accelerator.device.type == "cuda") else None
     adapter, base_ref = _load_base(cfg, out, accelerator, dtype)
     if cfg.data:
@@ -133,47 +136,74 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
             prepare_synthetic(cfg, adapter, out)
         accelerator.wait_for_everyone()
         data_dir = out / "data"
+    check_language_data(cfg, data_dir)
 
-    objective, peft_model = build_objective(adapter, cfg)
-    objective.to(accelerator.device)
-    optimizer = build_optimizer(objective, cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    pos = tstate.Position()
-    if previous:
-        pos = tstate.load(previous[-1], objective, optimizer, scheduler, accelerator.process_index)
-        if accelerator.is_main_process:
-            log.info("resumed from %s (step %d)", previous[-1], pos.step)
-
-    model, optimizer = accelerator.prepare(objective, optimizer)
-    model.train()
-    stream, qa = open_feed(
-        cfg,
-        adapter,
-        data_dir,
-        accelerator.process_index,
-        accelerator.num_processes,
-        pos.consumed,
-        pos.qa_consumed,
-    )
-    metrics = MetricsLog(out, pos.step, accelerator.is_main_process, cfg.log_every)
-    if accelerator.is_main_process:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    heads = objective.heads
-    meta = {
+    run = _build_run(cfg, accelerator, adapter, out)
+    heads = run.objective.heads
+    run.meta = {
         "base_model": base_ref,
         "finetune": cfg.finetune,
         "config": cfg.to_dict(),
         "heads": None if heads is None else {"layers": heads.layers, "d_emb": heads.d_emb},
     }
-    run = Run(
-        cfg, accelerator, adapter, objective, model, peft_model, optimizer, scheduler, stream, qa, out, meta
-    )
+    pos = tstate.Position()
+    if previous:
+        pos = tstate.load(run, previous[-1])
+        if accelerator.is_main_process:
+            log.info("resumed from %s (step %d)", previous[-1], pos.step)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    run.stream, run.qa = open_feed(cfg, adapter, data_dir, rank, world, pos.consumed, pos.qa_consumed)
+    metrics = MetricsLog(out, pos.step, accelerator.is_main_process, cfg.log_every)
+    if accelerator.is_main_process:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     try:
         done = run_loop(run, pos.step, previous[-1] if previous else None, metrics)
     finally:
         metrics.close()
     accelerator.wait_for_everyone()
     return TrainResult(history=metrics.history, checkpoint=done.last_saved, stopped_early=done.stopped_early)
+
+
+def _build_run(cfg: TrainConfig, accelerator, adapter, out: Path):
+    """The objective, optimizer and scheduler, prepared for the engine accelerate runs (DDP, FSDP,
+    DeepSpeed) or, for an FSDP config on the CPU, sharded by gasp (:mod:`gasp.training.sharding`)."""
+    from gasp.training import sharding
+    from gasp.training.loop import Run
+    from gasp.training.setup import build_objective
+
+    objective, peft_model = build_objective(adapter, cfg)
+    objective.to(accelerator.device)
+    sharding.configure_deepspeed(accelerator, cfg)
+    own_fsdp = sharding.needs_own_fsdp(accelerator)
+    if own_fsdp:
+        if accelerator.is_main_process:
+            log.warning(
+                "FSDP config on %s: accelerate runs FSDP on accelerators only, so gasp shards the model "
+                "itself (torch fully_shard, same units and precision policy)",
+                accelerator.device.type,
+            )
+        sharding.shard_fsdp2(objective, mixed_precision(cfg), accelerator.device.type)
+        optimizer = accelerator.prepare(build_optimizer(objective, cfg))
+        model = objective
+    else:
+        model, optimizer = accelerator.prepare(objective, build_optimizer(objective, cfg))
+    scheduler = build_scheduler(getattr(optimizer, "optimizer", optimizer), cfg)
+    model.train()
+    return Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        adapter=adapter,
+        objective=objective,
+        model=model,
+        peft_model=peft_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        stream=None,
+        qa=None,
+        out=out,
+        own_fsdp=own_fsdp,
+        sharded=own_fsdp or sharding.accelerate_shards(accelerator),
+    )
 
 
 # --------------------------------------------------------------------------------------------- CLI

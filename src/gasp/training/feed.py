@@ -3,10 +3,48 @@ micro-batch at a time (geometric, caption-only or general QA)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from gasp.config import TrainConfig
+from gasp.errors import ConfigError
 from gasp.training import data as tdata
+
+log = logging.getLogger("gasp.train")
+
+
+def _scene_names(data_dir: Path) -> list[str]:
+    """Scene names of a prepared folder (as recorded by `gasp prepare`)."""
+    from gasp.data.shards import read_manifest
+
+    manifest = read_manifest(data_dir, check_files=False)
+    return [str(s) for s in manifest.get("config", {}).get("scenes", [])]
+
+
+def check_language_data(cfg: TrainConfig, data_dir: Path) -> bool:
+    """Whether the run has language supervision; refuse or warn when it has none.
+
+    Only synthetic scenes carry captions; real scenes give language supervision only through
+    ``--qa-data``. Without either, a config with ``require_language_data`` (the paper presets)
+    raises ConfigError naming ``--qa-data``; any other config warns once and the LM loss is logged
+    as absent.
+    """
+    from gasp.training.data import scene_caption
+
+    if cfg.qa_data or any(scene_caption(s) is not None for s in _scene_names(data_dir)):
+        return True
+    what = (
+        f"{data_dir} holds real scenes (no captions) and no --qa-data was given, so no batch has language "
+        "supervision"
+    )
+    if cfg.require_language_data:
+        raise ConfigError(
+            f"{what}; the paper interleaves general video QA (LLaVA-Video-178K): pass --qa-data "
+            "ANNOTATIONS.json (and --qa-media-root), or --require-language-data false to train the "
+            "geometric losses alone"
+        )
+    log.warning("%s: the LM loss is logged as absent; pass --qa-data for language supervision", what)
+    return False
 
 
 def open_feed(

@@ -17,6 +17,7 @@ from gasp.config import TrainConfig
 from gasp.training import state as tstate
 from gasp.training.feed import next_batch
 from gasp.training.metrics import MetricsLog
+from gasp.training.sharding import full_norm
 
 log = logging.getLogger("gasp.train")
 
@@ -59,6 +60,8 @@ class Run:
     qa: Any
     out: Path
     meta: dict[str, Any] = field(default_factory=dict)  # recorded in every checkpoint's state.json
+    own_fsdp: bool = False  # gasp sharded the objective itself (FSDP config on the CPU)
+    sharded: bool = False  # parameters, gradients or optimizer state are sharded over processes
 
 
 @dataclass
@@ -67,17 +70,28 @@ class LoopResult:
     stopped_early: bool
 
 
+def _sync_context(run: Run, sync: bool):
+    """Gradient synchronisation of a micro-batch: off for all but the last of an accumulation."""
+    if run.own_fsdp:
+        run.model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    return contextlib.nullcontext() if sync else run.accelerator.no_sync(run.model)
+
+
 def _micro_step(
     run: Run, micro_index: int, sync: bool, step: int
-) -> tuple[dict[str, torch.Tensor], bool, int]:
-    """Forward + backward of one micro-batch: ``(logs, non-finite loss on some process, visual tokens)``."""
+) -> tuple[dict[str, torch.Tensor], bool, int, float]:
+    """Forward + backward of one micro-batch: ``(logs, non-finite loss on some process, visual tokens,
+    seconds spent waiting for the batch)``."""
     cfg, accelerator = run.cfg, run.accelerator
+    t0 = time.perf_counter()
     batch = next_batch(cfg, run.adapter, run.stream, run.qa, micro_index)
+    waited = time.perf_counter() - t0
     inputs = {k: v.to(accelerator.device) for k, v in batch.inputs.items()}
     targets = None
     if batch.targets is not None:
         targets = {k: v.to(accelerator.device) for k, v in batch.targets.items()}
-    ctx = contextlib.nullcontext() if sync else accelerator.no_sync(run.model)
+    ctx = _sync_context(run, sync)
     bad = False
     with ctx:
         loss, logs = run.model(inputs, batch.visual_positions.to(accelerator.device), targets)
@@ -93,18 +107,21 @@ def _micro_step(
         else:
             accelerator.backward(loss / cfg.grad_accum)
     logs["loss"] = loss.detach()
-    return logs, bad, batch.num_visual_tokens
+    return logs, bad, batch.num_visual_tokens, waited
 
 
 def _optimizer_step(run: Run, trainable: list[torch.Tensor], bad: bool, step: int) -> tuple[bool, Any]:
     """Clip and step unless the step is skipped; returns ``(skipped, grad norm or None)``."""
     cfg, accelerator = run.cfg, run.accelerator
-    grad_norm = None  # stays None without clipping, or under DeepSpeed (it clips itself)
+    grad_norm = None  # stays None without clipping
     if not bad:
-        if cfg.grad_clip > 0:
-            grad_norm = accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
-        if grad_norm is None or bool(torch.isfinite(torch.as_tensor(grad_norm))):
+        if cfg.grad_clip > 0:  # the global norm: all trainable parameters (DTensor shards under FSDP)
+            grad_norm = full_norm(accelerator.clip_grad_norm_(trainable, cfg.grad_clip))
+        if grad_norm is None or bool(torch.isfinite(grad_norm)):
             run.optimizer.step()
+            engine_norm = getattr(run.model, "get_global_grad_norm", None)  # DeepSpeed clips itself
+            if callable(engine_norm) and engine_norm() is not None:
+                grad_norm = torch.as_tensor(float(engine_norm()))
         else:
             bad = True
             if accelerator.is_main_process:
@@ -113,13 +130,74 @@ def _optimizer_step(run: Run, trainable: list[torch.Tensor], bad: bool, step: in
     return bad, grad_norm
 
 
+def _global_means(
+    run: Run, sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """Means over all micro-batches of all processes; a key with no finite value anywhere (e.g. the
+    LM loss of a run without language data) is left out, i.e. logged as absent."""
+    keys = sorted(sums)
+    device = run.accelerator.device
+    packed = torch.stack([torch.stack([sums[k], counts[k]]) for k in keys]).to(device)
+    packed = run.accelerator.reduce(packed, "sum")
+    return {k: float(s / c) for k, (s, c) in zip(keys, packed) if float(c) > 0}
+
+
+def _peak_memory(device: torch.device) -> float:
+    """Peak allocated bytes of this device since the last call (CUDA), else NaN."""
+    if device.type != "cuda":
+        return float("nan")
+    peak = float(torch.cuda.max_memory_allocated(device))
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
+def _one_step(run: Run, step: int, trainable: list[torch.Tensor]) -> dict[str, float]:
+    """One optimizer step (all its micro-batches); returns this step's row of metrics.jsonl (the same
+    on every process: every figure is reduced over processes)."""
+    cfg, accelerator = run.cfg, run.accelerator
+    t0 = time.perf_counter()
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
+    bad, tokens, waited = False, 0, 0.0
+    for micro in range(cfg.grad_accum):
+        sync = micro == cfg.grad_accum - 1
+        logs, micro_bad, n, w = _micro_step(run, step * cfg.grad_accum + micro, sync, step)
+        bad, tokens, waited = bad or micro_bad, tokens + n, waited + w
+        for k, v in logs.items():
+            v = v.float().cpu()
+            ok = torch.isfinite(v)
+            sums[k] = sums.get(k, torch.zeros(())) + torch.where(ok, v, torch.zeros(()))
+            counts[k] = counts.get(k, torch.zeros(())) + ok.float()
+    bad, grad_norm = _optimizer_step(run, trainable, bad, step)
+    lr = run.scheduler.get_last_lr()[0]
+    run.scheduler.step()
+    dt = time.perf_counter() - t0
+    device = accelerator.device
+    figures = torch.tensor([float(bad), float(tokens), waited, dt, _peak_memory(device)], device=device)
+    total = accelerator.reduce(figures.clone(), "sum")
+    top = accelerator.reduce(figures.clone(), "max") if hasattr(accelerator, "reduce") else figures
+    world = accelerator.num_processes
+    row: dict[str, float] = {"step": step + 1, **_global_means(run, sums, counts)}
+    row.update(
+        lr=lr,
+        skipped=float(float(total[0]) > 0),
+        grad_norm=float("nan") if grad_norm is None else float(grad_norm),
+        sequences_per_s=cfg.batch_size * world * cfg.grad_accum / float(top[3]),
+        visual_tokens_per_s=float(total[1]) / float(top[3]),
+        data_wait_s=float(top[2]),
+        step_time_s=float(top[3]),
+    )
+    if device.type == "cuda":
+        row["peak_memory_gb"] = float(top[4]) / 1e9  # the largest over processes
+    return row
+
+
 def run_loop(run: Run, step: int, last_saved: Path | None, metrics: MetricsLog) -> LoopResult:
     """Train from optimizer step ``step`` to ``cfg.max_steps`` (or until told to stop)."""
     from tqdm import tqdm
 
     cfg, accelerator = run.cfg, run.accelerator
-    world = accelerator.num_processes
-    trainable = [p for p in run.objective.parameters() if p.requires_grad]
+    trainable = [p for p in run.model.parameters() if p.requires_grad]  # as prepared (sharded)
     bar = tqdm(
         total=cfg.max_steps,
         initial=step,
@@ -130,40 +208,11 @@ def run_loop(run: Run, step: int, last_saved: Path | None, metrics: MetricsLog) 
     stopped = False
     with StopFlag() as stop:
         while step < cfg.max_steps:
-            t0 = time.perf_counter()
-            sums: dict[str, torch.Tensor] = {}
-            counts: dict[str, int] = {}
-            bad = False
-            tokens = 0
-            for micro in range(cfg.grad_accum):
-                sync = micro == cfg.grad_accum - 1
-                logs, micro_bad, n = _micro_step(run, step * cfg.grad_accum + micro, sync, step)
-                bad, tokens = bad or micro_bad, tokens + n
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v.float()
-                    counts[k] = counts.get(k, 0) + 1
-            bad, grad_norm = _optimizer_step(run, trainable, bad, step)
-            lr = run.scheduler.get_last_lr()[0]
-            run.scheduler.step()
+            row = _one_step(run, step, trainable)
             step += 1
-
-            keys = sorted(sums)
-            means = torch.stack([sums[k] / counts[k] for k in keys]).to(accelerator.device)
-            means = accelerator.reduce(means, "mean")
-            tok = accelerator.reduce(torch.tensor([float(tokens)], device=accelerator.device), "sum")
-            dt = time.perf_counter() - t0
             if accelerator.is_main_process:
-                row: dict[str, float] = {"step": step, **{k: float(v) for k, v in zip(keys, means)}}
-                row.update(
-                    lr=lr,
-                    skipped=float(bad),
-                    grad_norm=float("nan") if grad_norm is None else float(grad_norm),
-                    sequences_per_s=cfg.batch_size * world * cfg.grad_accum / dt,
-                    visual_tokens_per_s=float(tok) / dt,
-                    step_time_s=dt,
-                )
                 metrics.append(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{row['lr']:.2e}")
             bar.update(1)
 
             flag = accelerator.reduce(torch.tensor([float(stop.requested)], device=accelerator.device), "sum")
