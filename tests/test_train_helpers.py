@@ -48,13 +48,16 @@ def accelerate_script() -> Path | None:
     return Path(found) if found else None
 
 
-def launch_train(launch_args: list[str], train_args: list[str], timeout: int = 500):
-    """``accelerate launch LAUNCH_ARGS -m gasp.train TRAIN_ARGS`` on CPU processes (gloo); returns the
-    completed process."""
+def launch_train(launch_args: list[str], train_args: list[str], timeout: int = 500, use_cpu: bool = True):
+    """``accelerate launch LAUNCH_ARGS -m gasp.train TRAIN_ARGS`` on CPU processes (gloo; with
+    ``use_cpu`` accelerate is told so by ACCELERATE_USE_CPU); returns the completed process."""
     import os
     import subprocess
 
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)
+    if use_cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
     cmd = [
         str(accelerate_script()),
         "launch",

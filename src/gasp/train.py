@@ -105,6 +105,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
     from accelerate.utils import set_seed
 
+    from gasp.training import sharding
     from gasp.training import state as tstate
     from gasp.training.feed import check_language_data, open_feed
     from gasp.training.loop import run_loop
@@ -128,7 +129,8 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
 
     mp = mixed_precision(cfg)
     dtype = torch.bfloat16 if (mp == "bf16" and accelerator.device.type == "cuda") else None
-    adapter, base_ref = _load_base(cfg, out, accelerator, dtype)
+    with sharding.no_zero3_init(accelerator):
+        adapter, base_ref = _load_base(cfg, out, accelerator, dtype)
     if cfg.data:
         data_dir = Path(cfg.data)
     else:
@@ -183,11 +185,12 @@ def _build_run(cfg: TrainConfig, accelerator, adapter, out: Path):
                 accelerator.device.type,
             )
         sharding.shard_fsdp2(objective, mixed_precision(cfg), accelerator.device.type)
-        optimizer = accelerator.prepare(build_optimizer(objective, cfg))
-        model = objective
+    optimizer = build_optimizer(objective, cfg)  # after sharding: it holds the sharded parameters
+    scheduler = build_scheduler(optimizer, cfg)  # on the torch optimizer (engines wrap it)
+    if own_fsdp:
+        model, optimizer = objective, accelerator.prepare(optimizer)
     else:
-        model, optimizer = accelerator.prepare(objective, build_optimizer(objective, cfg))
-    scheduler = build_scheduler(getattr(optimizer, "optimizer", optimizer), cfg)
+        model, optimizer = accelerator.prepare(objective, optimizer)
     model.train()
     return Run(
         cfg=cfg,

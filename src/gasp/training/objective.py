@@ -23,6 +23,7 @@ have any, then mean over supervised layers.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -125,6 +126,24 @@ def _layer_losses(
     return out.corr, out.depth, out.corr_count, out.depth_count
 
 
+def _hook_free_twin(module: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` (same forward, same parameter objects) with hook tables of its own,
+    so hooks added to ``module`` later (FSDP, DeepSpeed) do not run when the twin is called."""
+    twin = copy.copy(module)
+    for table in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+        setattr(twin, table, type(getattr(module, table))())
+    for table in (
+        "_forward_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+        "_forward_pre_hooks_with_kwargs",
+    ):
+        if hasattr(module, table):
+            setattr(twin, table, type(getattr(module, table))())
+    twin._parameters = dict(module._parameters)
+    twin._buffers = dict(module._buffers)
+    return twin
+
+
 class GaspObjective(nn.Module):
     """The VLM (with LoRA) plus its correspondence heads; ``forward`` returns ``(loss, logs)``.
 
@@ -150,6 +169,9 @@ class GaspObjective(nn.Module):
         self.model = model
         self.heads = heads
         self._attention_inputs = list(attention_inputs)  # plain list: not registered twice
+        # Hook-free twins of those norms, applied to the captured tokens with the captured parameters:
+        # engines hook every module (ZeRO-3 fetches parameters in them), which must not fire here.
+        self._norm_twins = [_hook_free_twin(m) for m in self._attention_inputs]
         self.tau, self.depth_eps = tau, depth_eps
         self.lambda_corr, self.lambda_depth = lambda_corr, lambda_depth
         # What FSDP wraps as one unit (accelerate's TRANSFORMER_BASED_WRAP reads this): the model's
@@ -195,7 +217,7 @@ class GaspObjective(nn.Module):
             corr_b, depth_b, cc, dc = checkpoint(
                 _layer_losses,
                 self.heads[layer],
-                self._attention_inputs[layer],
+                self._norm_twins[layer],
                 captured[layer][1],
                 captured[layer][0],
                 visual_positions,

@@ -20,8 +20,10 @@ bf16 for compute and reduces gradients in fp32.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -125,3 +127,22 @@ def configure_deepspeed(accelerator, cfg) -> None:
                 "or to the same value"
             )
         ds[key] = value
+
+
+@contextlib.contextmanager
+def no_zero3_init(accelerator) -> Iterator[None]:
+    """A context where transformers builds and loads models whole, even under DeepSpeed ZeRO-3 (the
+    engine partitions them at ``prepare``). accelerate registers its ZeRO-3 config with transformers
+    whatever ``zero3_init_flag`` says, and a random-weight preset built and saved under that
+    partitioned init holds empty tensors."""
+    if getattr(accelerator.state, "deepspeed_plugin", None) is None:
+        yield
+        return
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
