@@ -24,24 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_train_step import _peak_bytes  # noqa: E402
 
 
-def _full_logits_loss(model, inputs):
-    from gasp.losses import mean_over_valid
-    from gasp.models.base import IGNORE_INDEX
-
-    inputs = dict(inputs)
-    labels = inputs.pop("labels")
-    logits = model(**inputs).logits[:, :-1].float()
-    shifted = labels[:, 1:]
-    tok = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), shifted, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    count = (shifted != IGNORE_INDEX).sum(1)
-    return mean_over_valid(tok.sum(1) / count.clamp(min=1), count)
-
-
 def main() -> None:
     from gasp.config import TrainConfig
     from gasp.models import from_preset
+    from gasp.training.objective import full_logits_lm_loss
     from gasp.training.setup import build_objective
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,7 +55,7 @@ def main() -> None:
         objective.zero_grad(set_to_none=True)
 
     def full(_geometric: bool) -> None:
-        _full_logits_loss(objective.model, inputs).backward()
+        full_logits_lm_loss(objective.model, inputs).backward()
         objective.zero_grad(set_to_none=True)
 
     for fn in (labels_only, full):  # warm-up

@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo DDP) give the same loss curve as one process with the same global batch.
+"""Two CPU processes (gloo DDP), stopped after a checkpoint and resumed, give the same loss curve as
+one uninterrupted process with the same global batch.
 
 Launched with accelerate: ``accelerate launch --cpu --num_processes 2`` starts ONE process unless MPI
 is set up (accelerate 1.x), so the MPI-free form ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
@@ -26,7 +27,10 @@ def test_two_processes_match_one_process(tmp_path):
     launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     launch += ["--dynamo_backend", "no"]
     args = ["--config", "debug", "--data", str(data), "--batch-size", "1", "--max-steps", str(steps)]
-    proc = launch_train(launch, [*args, "--output-dir", str(tmp_path / "two")])
+    out = ["--output-dir", str(tmp_path / "two")]
+    proc = launch_train(launch, [*args, *out, "--save-every", "1", "--stop-at-step", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = launch_train(launch, [*args, *out, "--resume"])  # exact resume under DDP
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = read_metrics(tmp_path / "two")
     assert [r["step"] for r in two] == list(range(1, steps + 1))

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from gasp.config import TrainConfig
-from gasp.losses import mean_over_valid
 from gasp.models import from_preset
 from gasp.models.base import IGNORE_INDEX
 from gasp.training import objective as tobj
@@ -30,19 +29,6 @@ def test_lm_loss_is_a_per_sequence_mean():
     assert nothing.numel() == 1 and (none_targets == IGNORE_INDEX).all()
 
 
-def _full_logits_lm(model, inputs):
-    """The loss as computed before: fp32 logits at every position, shifted cross entropy."""
-    inputs = dict(inputs)
-    labels = inputs.pop("labels")
-    logits = model(**inputs).logits[:, :-1].float()
-    shifted = labels[:, 1:]
-    tok = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), shifted, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    count = (shifted != IGNORE_INDEX).sum(1)
-    return mean_over_valid(tok.sum(1) / count.clamp(min=1), count)
-
-
 @pytest.mark.parametrize(
     "preset", ["tiny-qwen2.5-vl", "tiny-llava-onevision", "tiny-internvl", "tiny-smolvlm"]
 )
@@ -60,7 +46,7 @@ def test_label_only_logits_give_the_full_logits_loss_and_gradients(preset):
     batch = adapter.build_inputs(frames, ["describe", "what is left?"], ["a red room with a lamp", "blue"])
     trainable = [p for p in obj.parameters() if p.requires_grad]
 
-    ref = _full_logits_lm(obj.model, batch.inputs)
+    ref = tobj.full_logits_lm_loss(obj.model, batch.inputs)
     ref_grads = torch.autograd.grad(ref, trainable)
     loss, logs = obj(batch.inputs, batch.visual_positions, None)
     grads = torch.autograd.grad(loss, trainable)

@@ -74,6 +74,19 @@ def lm_loss_per_sequence(logits: torch.Tensor, targets: torch.Tensor) -> tuple[t
     return tok.sum(1) / count.clamp(min=1), count
 
 
+def full_logits_lm_loss(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The LM loss as computed before label-only logits: fp32 logits at every position, shifted cross
+    entropy, per-sequence mean, mean over sequences. The reference of tests and
+    benchmarks/bench_lm_logits.py; training uses :func:`supervised_positions` instead."""
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    logits = model(**inputs).logits[:, :-1].float()
+    shifted = labels[:, 1:]
+    tok = F.cross_entropy(logits.transpose(1, 2), shifted, ignore_index=IGNORE_INDEX, reduction="none")
+    count = (shifted != IGNORE_INDEX).sum(1)
+    return mean_over_valid(tok.sum(1) / count.clamp(min=1), count)
+
+
 @contextlib.contextmanager
 def capture_norm_inputs(
     modules: dict[int, nn.Module],
