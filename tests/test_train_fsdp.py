@@ -10,8 +10,8 @@ the sharded checkpoint code (torch.distributed.checkpoint); what it cannot cover
 
 Tolerance: both runs see the same global batch in fp32; the 2-process run sums gradients by
 reduce-scatter of two halves instead of one batch sum, a rounding difference (~1e-7 relative per
-step). The losses agree to about 1e-6 relative after 4 AdamW steps (measured); the assertion allows
-rtol 1e-4 / atol 1e-5, as the DDP test.
+step). The losses and gradient norms agree to 2e-7 relative over 4 AdamW steps (measured: 1.9e-7 at
+worst, the corr loss); the assertion allows rtol 1e-4 / atol 1e-5, as the DDP test.
 """
 
 import json
