@@ -38,8 +38,8 @@ def _build(args):
     from gasp.config import TrainConfig
     from gasp.models import from_preset
     from gasp.models.heads import CorrespondenceHeads
-    from gasp.train import apply_lora, build_optimizer
     from gasp.training.objective import GaspObjective
+    from gasp.training.setup import apply_lora, build_optimizer
 
     torch.manual_seed(0)
     if args.preset:

@@ -19,10 +19,12 @@ def run_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_export_round_trip(run_dir, tmp_path):
-    from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
+    from gasp.config import TrainConfig
     from gasp.models import load_adapter
+    from gasp.training.setup import apply_lora
+    from gasp.training.state import read_trainable
 
     out = export(run_dir, tmp_path / "export")
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
@@ -37,10 +39,14 @@ def test_export_round_trip(run_dir, tmp_path):
     changed = [n for n in names if not torch.equal(names[n], base_names[n])]
     assert changed and all(".layers." in n and "visual" not in n for n in changed)  # LoRA merged, LLM only
 
-    # Same greedy tokens as the trained model without heads (base + unmerged LoRA).
+    # Same greedy tokens as the trained model without heads (base + unmerged LoRA from the checkpoint).
     trained = load_adapter(run_dir / "base")
     ckpt = sorted((run_dir / "checkpoints").iterdir())[-1]
-    trained.model = PeftModel.from_pretrained(trained.model, str(ckpt / "adapter")).eval()
+    lora = apply_lora(trained, TrainConfig.from_name("debug"))
+    weights = {k[len("model.") :]: v for k, v in read_trainable(ckpt).items() if k.startswith("model.")}
+    assert weights and all("lora_" in k for k in weights)
+    assert not trained.model.load_state_dict(weights, strict=False).unexpected_keys
+    trained.model = lora.eval()
     plain = load_adapter(out)
     assert type(plain.model) is type(exported)
     rng = np.random.default_rng(0)
@@ -76,7 +82,6 @@ def test_full_finetune_export_loads_with_stock_transformers(tmp_path):
     run = tmp_path / "run"
     train(debug_config(data, run, max_steps=2, lr=2e-2, lm_fraction=0.0, finetune="full"))
     ckpt = resolve_checkpoint(run)
-    assert not (ckpt / "adapter").exists()
     out = export(run, tmp_path / "export")
     exported = AutoModelForImageTextToText.from_pretrained(str(out)).eval()
     base = AutoModelForImageTextToText.from_pretrained(str(run / "base")).eval()
@@ -88,3 +93,40 @@ def test_full_finetune_export_loads_with_stock_transformers(tmp_path):
     trained = load_trained(ckpt, read_state(ckpt)).model
     for n, p in trained.named_parameters():
         assert torch.equal(p, names[n]), n
+
+
+def test_incomplete_checkpoints_are_never_taken(run_dir, tmp_path, caplog):
+    """What a killed rotation could leave (#13): a step with state.json and no weights, one with only
+    adapter/. Neither counts as a checkpoint; export names the problem; the run's complete one wins."""
+    import logging
+    import shutil
+
+    from gasp.training.checkpoint import MARKER, leftovers, list_checkpoints, resolve_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    good = list_checkpoints(run)[-1]
+    root = run / "checkpoints"
+    no_weights = root / "step-0000090"
+    no_weights.mkdir()
+    shutil.copy(good / "state.json", no_weights / "state.json")
+    only_adapter = root / "step-0000091"
+    (only_adapter / "adapter").mkdir(parents=True)
+    (only_adapter / "adapter" / "adapter_config.json").write_text("{}")
+    unmarked_copy = root / "step-0000092"
+    shutil.copytree(good, unmarked_copy)
+    (unmarked_copy / MARKER).unlink()  # every file there but the marker: still not complete
+
+    assert list_checkpoints(run) == [good]
+    assert set(leftovers(run)) == {no_weights, only_adapter, unmarked_copy}
+    with caplog.at_level(logging.WARNING):
+        assert resolve_checkpoint(run) == good
+    assert "incomplete checkpoint" in caplog.text and "step-0000090" in caplog.text
+    for bad in (no_weights, only_adapter, unmarked_copy):
+        with pytest.raises(BadInputError, match=r"incomplete checkpoint \(no COMPLETE marker\)"):
+            export(bad, tmp_path / f"out-{bad.name}")
+        assert not (tmp_path / f"out-{bad.name}").exists()
+    # A marker on a folder without weights (edited by hand) fails on the missing shards, by name.
+    (no_weights / MARKER).write_text("{}")
+    with pytest.raises(BadInputError, match=r"state/model: missing"):
+        export(no_weights, tmp_path / "out-forged")

@@ -124,18 +124,6 @@ def test_language_only_batch_skips_heads():
     assert set(logs) == {"lm"} and torch.allclose(loss.detach(), logs["lm"])
 
 
-def test_lm_loss_is_a_per_sequence_mean():
-    logits = torch.randn(2, 5, 7)
-    labels = torch.full((2, 5), -100)
-    labels[0, 2:] = torch.tensor([1, 2, 3])
-    labels[1, 4] = 6
-    loss, count = tobj.lm_loss_per_sequence(logits, labels)
-    assert count.tolist() == [3, 1]
-    ce = torch.nn.functional.cross_entropy
-    assert torch.allclose(loss[0], ce(logits[0, 1:4], labels[0, 2:]))
-    assert torch.allclose(loss[1], ce(logits[1, 3:4], labels[1, 4:]))
-
-
 def test_language_only_interleaving():
     flags = [tdata.is_language_only(i, 0.25) for i in range(8)]
     assert flags == [False, False, False, True] * 2
@@ -257,9 +245,8 @@ def test_optimizer_groups_and_schedule():
 
 @pytest.mark.slow
 def test_full_finetune_trains_the_vision_tower_and_resumes(prepared, tmp_path):
-    from safetensors.torch import load_file
-
     from gasp.models import load_adapter
+    from gasp.training.state import read_trainable
 
     kw = dict(
         finetune="full",
@@ -278,7 +265,7 @@ def test_full_finetune_trains_the_vision_tower_and_resumes(prepared, tmp_path):
 
     ckpt = whole.checkpoint
     assert not (ckpt / "adapter").exists()
-    saved = load_file(str(ckpt / "trainable.safetensors"))
+    saved = read_trainable(ckpt)
     base = load_adapter(tmp_path / "whole" / "base").model.state_dict()
     trained = {k[len("model.") :]: v for k, v in saved.items() if k.startswith("model.")}
     visual = [k for k in trained if "visual" in k]

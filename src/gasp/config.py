@@ -108,6 +108,12 @@ class TrainConfig:
         "", "folder the QA media paths are relative to (empty: the annotation file's folder)"
     )
     qa_frames: int = _f(8, "frames sampled from each QA video")
+    require_language_data: bool = _f(
+        False,
+        "refuse to start when no batch would have language supervision (real scenes carry no caption, "
+        "so they need --qa-data); the paper presets set it. Otherwise such a run warns once and logs "
+        "the LM loss as absent",
+    )
     prompt: str = _f(
         "These are frames of a video. Describe the scene in one sentence.",
         "prompt of every training sample; the answer is the scene caption",
@@ -294,6 +300,7 @@ _PAPER_7B: dict[str, Any] = dict(
     gradient_checkpointing=True,
     mixed_precision="bf16",
     save_every=250,
+    require_language_data=True,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {

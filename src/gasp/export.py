@@ -38,38 +38,53 @@ def finetune_kind(state: dict) -> str:
     return str(state.get("finetune") or state.get("config", {}).get("finetune") or "lora")
 
 
-def load_trained(ckpt: Path, state: dict):
-    """The trained model of checkpoint ``ckpt`` as a plain adapter (no peft wrapper, no heads).
+def _lora_config(ckpt: Path, state: dict):
+    """The TrainConfig a LoRA checkpoint was trained with (its LoRA settings rebuild the adapter)."""
+    import dataclasses
 
-    LoRA runs: the base model with ``adapter/`` merged. Full fine-tuning runs: the base model with
-    every ``model.*`` tensor of ``trainable.safetensors`` loaded (frozen weights stay the base's).
+    from gasp.config import TrainConfig
+
+    saved = state.get("config") or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig.from_dict({k: v for k, v in saved.items() if k in known}, where=str(ckpt))
+    except ConfigError as exc:
+        raise BadInputError(f"{ckpt / 'state.json'}: config unreadable ({exc})") from exc
+
+
+def load_trained(ckpt: Path, state: dict):
+    """The trained model of complete checkpoint ``ckpt`` as a plain adapter (no peft wrapper, no heads).
+
+    The trained tensors are read whole from the checkpoint's shards (``gasp.training.state.read_trainable``,
+    whatever number of processes wrote them). LoRA runs: the base model with LoRA rebuilt from the
+    run's settings, loaded and merged. Full fine-tuning runs: the base model with every ``model.*``
+    tensor loaded (frozen weights stay the base's).
 
     Raises:
         BadInputError: missing files, or tensors that do not fit the base model.
     """
     from gasp.models import load_adapter
+    from gasp.training.setup import apply_lora
+    from gasp.training.state import read_trainable
 
+    tensors = read_trainable(ckpt)
+    prefix = "model."
+    weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not weights:
+        raise BadInputError(f"{ckpt}: the checkpoint holds no model.* weights")
     adapter = load_adapter(_base_model(ckpt, state))
     base_shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
-    if finetune_kind(state) == "full":
-        from safetensors.torch import load_file
-
-        path = ckpt / "trainable.safetensors"
-        if not path.is_file():
-            raise BadInputError(f"{path}: missing (a --finetune full checkpoint keeps its weights there)")
-        prefix = "model."
-        weights = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
-        if not weights:
-            raise BadInputError(f"{path}: holds no model.* weights")
-        result = adapter.model.load_state_dict(weights, strict=False)
-        if result.unexpected_keys:
-            raise BadInputError(f"{path}: tensors not in the base model, e.g. {result.unexpected_keys[:3]}")
-    else:
-        from peft import PeftModel
-
-        if not (ckpt / "adapter" / "adapter_config.json").is_file():
-            raise BadInputError(f"{ckpt / 'adapter'}: missing LoRA adapter files")
-        peft_model = PeftModel.from_pretrained(adapter.model, str(ckpt / "adapter"))
+    peft_model = None
+    if finetune_kind(state) != "full":
+        peft_model = apply_lora(adapter, _lora_config(ckpt, state))
+        expected = {n for n, p in adapter.model.named_parameters() if p.requires_grad}
+        absent = sorted(expected - set(weights))
+        if absent:
+            raise BadInputError(f"{ckpt}: LoRA weights missing from the checkpoint, e.g. {absent[:3]}")
+    result = adapter.model.load_state_dict(weights, strict=False)
+    if result.unexpected_keys:
+        raise BadInputError(f"{ckpt}: tensors not in the model, e.g. {result.unexpected_keys[:3]}")
+    if peft_model is not None:
         adapter.model = peft_model.merge_and_unload()
     shapes = {k: tuple(v.shape) for k, v in adapter.model.state_dict().items()}
     if shapes != base_shapes:
@@ -82,8 +97,10 @@ def load_trained(ckpt: Path, state: dict):
 def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """Save the trained model of ``checkpoint`` (LoRA merged, or full fine-tuning weights) to ``output_dir``.
 
+    Sharded checkpoints (FSDP, several processes) are consolidated in this one process.
+
     Args:
-        checkpoint: a checkpoint folder or a run folder (its newest checkpoint).
+        checkpoint: a complete checkpoint folder or a run folder (its newest complete checkpoint).
         output_dir: destination (written to ``OUTPUT.tmp`` then renamed).
         overwrite: replace an existing non-empty ``output_dir``.
 
@@ -91,7 +108,8 @@ def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = Fal
         The output folder.
 
     Raises:
-        BadInputError: no checkpoint / base model; the trained model's parameters differ from the base's.
+        BadInputError: no checkpoint / base model; an incomplete checkpoint (no completion marker); the
+            trained model's parameters differ from the base's.
         ConfigError: ``output_dir`` exists and ``overwrite`` is False.
     """
     out = Path(output_dir)

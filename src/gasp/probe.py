@@ -559,16 +559,15 @@ def load_model(spec: str | Path) -> tuple[Any, Any, float | None]:
     as a `gasp export` output, or a hub id).
     """
     from gasp.models import load_adapter
-    from gasp.training.checkpoint import list_checkpoints
+    from gasp.training.checkpoint import checkpoint_root
 
     path = Path(spec)
-    if not (path / "state.json").is_file() and not list_checkpoints(path):
+    if not (path / "state.json").is_file() and not checkpoint_root(path).is_dir():
         return load_adapter(str(spec)), None, None
-    from safetensors.torch import load_file
-
     from gasp.export import load_trained
     from gasp.models.heads import CorrespondenceHeads
     from gasp.training.checkpoint import read_state, resolve_checkpoint
+    from gasp.training.state import read_trainable
 
     ckpt = resolve_checkpoint(path)
     state = read_state(ckpt)
@@ -577,11 +576,13 @@ def load_model(spec: str | Path) -> tuple[Any, Any, float | None]:
     if not info:
         return adapter, None, None
     heads = CorrespondenceHeads(adapter.hidden_size, info["layers"], int(info["d_emb"]))
-    weights = load_file(str(ckpt / "trainable.safetensors"))
+    weights = read_trainable(ckpt)
     prefix = "heads."
-    missing = heads.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
+    missing = heads.load_state_dict(
+        {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}, strict=False
+    )
     if missing.missing_keys:
-        raise BadInputError(f"{ckpt}/trainable.safetensors lacks head weights {missing.missing_keys[:3]}")
+        raise BadInputError(f"{ckpt}: the checkpoint lacks head weights {missing.missing_keys[:3]}")
     return adapter, heads, float(state.get("config", {}).get("tau", 0.07))
 
 

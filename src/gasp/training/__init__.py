@@ -1,1 +1,2 @@
-"""Private pieces of ``gasp train``: the objective, the data stream and checkpoints."""
+"""Pieces of ``gasp train``: setup (model, LoRA, optimizer), the objective, the data feed, the loop,
+metrics, checkpoint folders and the saved training state."""

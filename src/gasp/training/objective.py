@@ -1,12 +1,18 @@
 """The GASP training objective: one forward gives the LM loss and every layer's geometric losses.
 
 Memory: hooks keep a reference to each supervised layer's attention-input norm INPUT, the residual
-stream that the model's backward (or its own gradient checkpoint) saves anyway. After the model
-forward, every layer's gather + norm + head + losses run under ``torch.utils.checkpoint``
-(non-reentrant), so the GASP terms add no saved activations of their own: the ``(F-1) x N x N``
-similarity matrices of one layer are rebuilt in backward and freed before the next layer's, never
-``layers x tokens^2`` at once. The norm applied is the model's own module, so the heads see exactly
-what the attention sees.
+stream that the model's backward (or its own gradient checkpoint) saves anyway, and a copy of the
+norm's (small) parameters taken while its layer runs (under FSDP the layer's parameters are sharded
+again once it has run). After the model forward, every layer's gather + norm + head + losses run under
+``torch.utils.checkpoint`` (non-reentrant), so the GASP terms add no saved activations of their own:
+the ``(F-1) x N x N`` similarity matrices of one layer are rebuilt in backward and freed before the
+next layer's, never ``layers x tokens^2`` at once. The norm applied is the model's own module (with
+those parameters), so the heads see exactly what the attention sees.
+
+Language loss: the LM head runs only at the positions whose next token is supervised (the
+model's ``logits_to_keep``), not over the whole sequence: the same loss and gradients as full
+logits (tested) without the ``tokens x vocabulary`` logits tensor. A batch without any supervised
+token logs ``lm`` as NaN (absent), never 0.
 
 Reductions (chosen so the loss does not depend on how a global batch is split over processes):
 each sequence weighs the same. LM: per-sequence mean over answer tokens, then mean over sequences.
@@ -17,6 +23,8 @@ have any, then mean over supervised layers.
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,43 +34,97 @@ from torch.utils.checkpoint import checkpoint
 from gasp import constants as C
 from gasp.losses import geometric_losses, mean_over_valid
 from gasp.models.base import IGNORE_INDEX
-from gasp.models.heads import (
-    CorrespondenceHead,
-    CorrespondenceHeads,
-    capture_module_inputs,
-    gather_visual_tokens,
-)
+from gasp.models.heads import CorrespondenceHead, CorrespondenceHeads, gather_visual_tokens
 
 
-def lm_loss_per_sequence(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def supervised_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions whose logits predict a supervised token, and those tokens.
+
+    Args:
+        labels: ``(B, L)`` with ``IGNORE_INDEX`` on unsupervised tokens.
+
+    Returns:
+        ``(positions (K,), targets (B, K))``: every position ``t`` such that some sequence has a label
+        at ``t + 1`` (one index set for the whole batch, as ``logits_to_keep`` takes), and
+        ``labels[:, t + 1]`` there. ``K`` is at least 1 (an all-ignored column when nothing is
+        supervised), so the model call stays the same.
+    """
+    shifted = labels[:, 1:]
+    positions = (shifted != IGNORE_INDEX).any(0).nonzero().flatten()
+    if positions.numel() == 0:
+        positions = torch.zeros(1, dtype=torch.long, device=labels.device)
+        return positions, torch.full_like(labels[:, :1], IGNORE_INDEX)
+    return positions, shifted[:, positions]
+
+
+def lm_loss_per_sequence(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token cross entropy averaged per sequence.
 
     Args:
-        logits: ``(B, L, V)``.
-        labels: ``(B, L)`` with ``IGNORE_INDEX`` on unsupervised tokens.
+        logits: ``(B, K, V)`` logits at the positions of :func:`supervised_positions`.
+        targets: ``(B, K)`` the tokens they predict, ``IGNORE_INDEX`` where not supervised.
 
     Returns:
         ``(loss (B,), num_tokens (B,))``; loss is 0 where a sequence has no supervised token.
     """
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
     tok = F.cross_entropy(
-        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
+        logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )
-    count = (shift_labels != IGNORE_INDEX).sum(1)
+    count = (targets != IGNORE_INDEX).sum(1)
     return tok.sum(1) / count.clamp(min=1), count
+
+
+def full_logits_lm_loss(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The LM loss as computed before label-only logits: fp32 logits at every position, shifted cross
+    entropy, per-sequence mean, mean over sequences. The reference of tests and
+    benchmarks/bench_lm_logits.py; training uses :func:`supervised_positions` instead."""
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    logits = model(**inputs).logits[:, :-1].float()
+    shifted = labels[:, 1:]
+    tok = F.cross_entropy(logits.transpose(1, 2), shifted, ignore_index=IGNORE_INDEX, reduction="none")
+    count = (shifted != IGNORE_INDEX).sum(1)
+    return mean_over_valid(tok.sum(1) / count.clamp(min=1), count)
+
+
+@contextlib.contextmanager
+def capture_norm_inputs(
+    modules: dict[int, nn.Module],
+) -> Iterator[dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]]]:
+    """Temporarily hook ``modules`` (layer -> attention-input norm): keep a reference to the input
+    tensor (no copy: the residual stream, which backward keeps anyway) and a clone of the norm's
+    parameters taken while they are materialised (FSDP frees them after the layer). Cloning keeps
+    autograd, so a trained norm still receives the heads' gradient. The hooks are removed on exit, so
+    checkpoint recomputation in backward does not fire them again."""
+    captured: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+
+    def make_hook(layer: int):
+        def hook(module, args):
+            params = {n: p.clone() for n, p in module.named_parameters()}
+            captured[layer] = (args[0], params)
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(make_hook(i)) for i, m in modules.items()]
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _layer_losses(
     head: CorrespondenceHead,
     norm: nn.Module,
+    norm_params: dict[str, torch.Tensor],
     hidden: torch.Tensor,
     visual_positions: torch.Tensor,
     targets: dict[str, torch.Tensor],
     tau: float,
     eps: float,
 ) -> tuple[torch.Tensor, ...]:
-    emb = head(norm(gather_visual_tokens(hidden, visual_positions)))
+    tokens = gather_visual_tokens(hidden, visual_positions)
+    emb = head(torch.func.functional_call(norm, norm_params, (tokens,)))
     device_type = hidden.device.type
     with torch.autocast(device_type=device_type, enabled=False):
         out = geometric_losses(
@@ -75,6 +137,24 @@ def _layer_losses(
             eps=eps,
         )
     return out.corr, out.depth, out.corr_count, out.depth_count
+
+
+def _hook_free_twin(module: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` (same forward, same parameter objects) with hook tables of its own,
+    so hooks added to ``module`` later (FSDP, DeepSpeed) do not run when the twin is called."""
+    twin = copy.copy(module)
+    for table in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+        setattr(twin, table, type(getattr(module, table))())
+    for table in (
+        "_forward_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+        "_forward_pre_hooks_with_kwargs",
+    ):
+        if hasattr(module, table):
+            setattr(twin, table, type(getattr(module, table))())
+    twin._parameters = dict(module._parameters)
+    twin._buffers = dict(module._buffers)
+    return twin
 
 
 class GaspObjective(nn.Module):
@@ -102,8 +182,15 @@ class GaspObjective(nn.Module):
         self.model = model
         self.heads = heads
         self._attention_inputs = list(attention_inputs)  # plain list: not registered twice
+        # Hook-free twins of those norms, applied to the captured tokens with the captured parameters:
+        # engines hook every module (ZeRO-3 fetches parameters in them), which must not fire here.
+        self._norm_twins = [_hook_free_twin(m) for m in self._attention_inputs]
         self.tau, self.depth_eps = tau, depth_eps
         self.lambda_corr, self.lambda_depth = lambda_corr, lambda_depth
+        # What FSDP wraps as one unit (accelerate's TRANSFORMER_BASED_WRAP reads this): the model's
+        # decoder (and vision) layers, and each correspondence head.
+        inner = list(getattr(model, "_no_split_modules", None) or [])
+        self._no_split_modules = sorted(set(inner) | {CorrespondenceHead.__name__})
 
     def forward(
         self,
@@ -127,12 +214,14 @@ class GaspObjective(nn.Module):
         labels = inputs.pop("labels")
         geometric = targets is not None and self.heads is not None
         modules = {i: self._attention_inputs[i] for i in self.heads.layers} if geometric else {}
-        ctx = capture_module_inputs(modules) if geometric else contextlib.nullcontext({})
+        ctx = capture_norm_inputs(modules) if geometric else contextlib.nullcontext({})
+        positions, lm_targets = supervised_positions(labels)
         with ctx as captured:
-            logits = self.model(**inputs).logits
-        lm_per_seq, lm_count = lm_loss_per_sequence(logits, labels)
+            logits = self.model(**inputs, logits_to_keep=positions).logits
+        lm_per_seq, lm_count = lm_loss_per_sequence(logits, lm_targets)
         lm = mean_over_valid(lm_per_seq, lm_count)
-        logs: dict[str, torch.Tensor] = {"lm": lm.detach()}
+        absent = torch.full_like(lm.detach(), float("nan"))
+        logs: dict[str, torch.Tensor] = {"lm": lm.detach() if int(lm_count.sum()) > 0 else absent}
         total = lm
         if not geometric:
             return total, logs
@@ -141,8 +230,9 @@ class GaspObjective(nn.Module):
             corr_b, depth_b, cc, dc = checkpoint(
                 _layer_losses,
                 self.heads[layer],
-                self._attention_inputs[layer],
-                captured[layer],
+                self._norm_twins[layer],
+                captured[layer][1],
+                captured[layer][0],
                 visual_positions,
                 targets,
                 self.tau,
