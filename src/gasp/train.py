@@ -64,7 +64,12 @@ def _load_base(cfg: TrainConfig, out: Path, accelerator, dtype: torch.dtype | No
     base = out / "base"
     if accelerator.is_main_process and not (base / "config.json").is_file():
         adapter = from_preset(
-            cfg.model, qk_init=cfg.qk_init, vision_init=cfg.vision_init, qk_gain=cfg.qk_gain, **overrides
+            cfg.model,
+            qk_init=cfg.qk_init,
+            vision_init=cfg.vision_init,
+            qk_gain=cfg.qk_gain,
+            seed=cfg.seed,
+            **overrides,
         )
         tmp = out / "base.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
