@@ -167,7 +167,7 @@ def test_annotate_with_points_then_the_scene_reads_as_rgbd(tmp_path, views, monk
 
 
 def test_annotate_multiview_into_output_folder_resumes(tmp_path, monkeypatch):
-    scene = SyntheticScene(1, num_frames=16, height=48, width=64, path_length=2.0)
+    scene = SyntheticScene(1, num_frames=16, height=36, width=48, path_length=2.0)
     views = [scene.view(i) for i in range(16)]
     root = write_scene(tmp_path / "scene", views, with_points=False)
     out = tmp_path / "out"
