@@ -167,17 +167,17 @@ def test_annotate_with_points_then_the_scene_reads_as_rgbd(tmp_path, views, monk
 
 
 def test_annotate_multiview_into_output_folder_resumes(tmp_path, monkeypatch):
-    scene = SyntheticScene(1, num_frames=8, height=48, width=64, path_length=2.0)
-    views = [scene.view(i) for i in range(8)]
+    scene = SyntheticScene(1, num_frames=16, height=36, width=48, path_length=2.0)
+    views = [scene.view(i) for i in range(16)]
     root = write_scene(tmp_path / "scene", views, with_points=False)
     out = tmp_path / "out"
-    assert run_annotate(monkeypatch, TruthModel(views, fail_after=2), root, "--output", out) == 130
+    assert run_annotate(monkeypatch, TruthModel(views, fail_after=3), root, "--output", out) == 130
     first = (out / "gasp_depth" / "frames.jsonl").read_text().splitlines()
-    assert 0 < len(first) < 8
+    assert 0 < len(first) < 16
     model = TruthModel(views)
     assert run_annotate(monkeypatch, model, root, "--output", out) == 0
     records = [json.loads(x) for x in (out / "gasp_depth" / "frames.jsonl").read_text().splitlines()]
-    assert [r["frame"] for r in records] == [f"{i:03d}" for i in range(8)], "each frame exactly once"
+    assert [r["frame"] for r in records] == [f"{i:03d}" for i in range(16)], "each frame exactly once"
     assert all(r["method"] == "multi-view" and r["status"] == "ok" for r in records)
     assert not (root / "gasp_depth").exists(), "the scene folder is not written"
     scene = open_scene(out)

@@ -66,7 +66,7 @@ def test_score_errors_are_reported_without_traceback(tmp_path, aa_questions, cap
     )
     rc = _score("all-angles", aa_questions, dup, tmp_path / "o")
     assert rc == 2
-    assert "duplicate 'index' values: 1, 2" in capsys.readouterr().err
+    assert "dup.jsonl, line 2: duplicate index '1' (first seen on line 1)" in capsys.readouterr().err
     assert not (tmp_path / "o" / "results.json").exists()
 
 
@@ -80,6 +80,13 @@ def test_load_predictions_errors(tmp_path):
         ('{"id": 0, "prediction": "A"}\n{"id": 0,\n', r"line 2: not valid JSON"),
         ('{"id": 0}\n', r"line 1: expected an object with 'id' and 'prediction'"),
         ('{"id": 0, "prediction": ["A"]}\n', r"line 1: 'prediction' must be a string"),
+        ('{"id": 0, "prediction": "A"}\n{"id": 1, "prediction": NaN}\n', r"line 2: not valid JSON \(NaN "),
+        ('{"id": 0, "prediction": Infinity}\n', r"line 1: not valid JSON \(Infinity "),
+        ('{"id": -Infinity, "prediction": "A"}\n', r"line 1: not valid JSON \(-Infinity "),
+        (
+            '{"id": 0, "prediction": "A"}\n\n{"id": 1, "prediction": "B"}\n{"id": "0", "prediction": "C"}\n',
+            r"p.jsonl, line 4: duplicate id '0' \(first seen on line 1\)",
+        ),
     ]
     for text, message in cases:
         path = tmp_path / "p.jsonl"

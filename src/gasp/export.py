@@ -13,11 +13,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from pathlib import Path
 
 from gasp.errors import BadInputError, ConfigError
+from gasp.export_guard import check_output_dir, publish
 from gasp.locks import folder_lock
 from gasp.training.checkpoint import read_state, resolve_checkpoint
 
@@ -101,8 +100,9 @@ def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = Fal
 
     Args:
         checkpoint: a complete checkpoint folder or a run folder (its newest complete checkpoint).
-        output_dir: destination (written to ``OUTPUT.tmp`` then renamed).
-        overwrite: replace an existing non-empty ``output_dir``.
+        output_dir: destination: new, empty, or a previous export (written beside it, then swapped in
+            atomically; see :mod:`gasp.export_guard`).
+        overwrite: replace a previous export at ``output_dir``.
 
     Returns:
         The output folder.
@@ -110,26 +110,21 @@ def export(checkpoint: str | Path, output_dir: str | Path, overwrite: bool = Fal
     Raises:
         BadInputError: no checkpoint / base model; an incomplete checkpoint (no completion marker); the
             trained model's parameters differ from the base's.
-        ConfigError: ``output_dir`` exists and ``overwrite`` is False.
+        ConfigError: ``output_dir`` is a file, is/contains/lies inside the run exported, holds a run or
+            prepared data, is a non-empty folder export did not write, or a previous export without
+            ``overwrite``.
     """
     out = Path(output_dir)
-    with folder_lock(out, "export", beside=True):
-        return _export(checkpoint, out, overwrite)
-
-
-def _export(checkpoint: str | Path, out: Path, overwrite: bool) -> Path:
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--output-dir {out} exists and is not empty; pass --overwrite to replace it")
     ckpt = resolve_checkpoint(checkpoint)
+    check_output_dir(out, Path(checkpoint), ckpt, overwrite)
+    with folder_lock(out, "export", beside=True):
+        return _export(ckpt, out, overwrite)
+
+
+def _export(ckpt: Path, out: Path, overwrite: bool) -> Path:
     state = read_state(ckpt)
     adapter = load_trained(ckpt, state)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    adapter.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return publish(out, adapter.save_pretrained, {"checkpoint": str(ckpt.resolve())}, overwrite)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +134,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint folder, or a run folder (its newest checkpoint is used)",
     )
     parser.add_argument("--output-dir", required=True, help="where to write the trained HF checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous export at --output-dir (never a folder export did not write)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -83,7 +83,7 @@ def _gasp(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         ["prepare", "--synthetic", "1", "--sequences-per-scene", "1", "--output", "{out}"],
         ["train", "--config", "debug", "--output-dir", "{out}", "--resume"],
         ["probe", "--model", "tiny-qwen2.5-vl", "--data", "{out}", "--output-dir", "{out}"],
-        ["export", "--checkpoint", "{out}/../run", "--output-dir", "{out}"],
+        ["export", "--checkpoint", "{run}", "--output-dir", "{out}"],
         [
             "eval",
             "score",
@@ -99,8 +99,10 @@ def _gasp(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     ],
     ids=["prepare", "train-resume", "probe", "export", "eval"],
 )
-def test_every_writing_command_refuses_a_busy_folder(tmp_path, argv):
+def test_every_writing_command_refuses_a_busy_folder(tmp_path, argv, request):
     out = tmp_path / "out"
+    if "{run}" in argv:  # export checks its checkpoint and output folder before it takes the lock
+        argv = [a.replace("{run}", str(request.getfixturevalue("tiny_run"))) for a in argv]
     holder = _hold(out, beside=argv[0] == "export")  # export locks a file next to its output folder
     try:
         t0 = time.monotonic()

@@ -116,19 +116,23 @@ class _Annotator:
         return value
 
     def predict(self, indices: list[int]) -> None:
-        """Run the model on the frames of ``indices`` not cached yet, in batches."""
-        todo = []
-        for i in indices:
-            if i in self._pred:
-                continue
-            try:
-                self.posed(i)
-                todo.append(i)
-            except BadFrame:
-                pass
+        """Run the model on the frames of ``indices`` not cached yet.
+
+        Batches are fixed groups of frame positions (``i // batch_size``): a frame is always predicted
+        beside the same frames, so its prediction, to the last bit, does not depend on where a run
+        started (a resumed run equals an uninterrupted one).
+        """
         bs = self.args.batch_size
-        for k in range(0, len(todo), bs):
-            batch = todo[k : k + bs]
+        for g in sorted({i // bs for i in indices if i not in self._pred}):
+            batch = []
+            for i in range(g * bs, min((g + 1) * bs, len(self.scene))):
+                try:
+                    self.posed(i)
+                    batch.append(i)
+                except BadFrame:
+                    pass
+            if not batch:
+                continue
             for i, pred in zip(batch, self.model.predict([self.posed(i).image for i in batch])):
                 self._put(self._pred, i, pred)
 

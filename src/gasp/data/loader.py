@@ -13,6 +13,7 @@ reads only the sequences of the micro-batches it is handed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from gasp.data.order import BatchOrder, rank_slice
 # The prepared-data module (switch to gasp.data.store when it lands: same interface).
 from gasp.data.store import open_prepared
 from gasp.data.targets import build_sample, check_queries
+from gasp.procs import die_with_parent
 
 __all__ = ["SampleDataset", "SampleStream", "build_sample", "open_prepared", "model_frame_size"]
 
@@ -89,6 +91,7 @@ def _single(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_init(_: int) -> None:
+    die_with_parent(os.getppid())  # a killed trainer leaves no workers behind (they would hold its lock)
     torch.set_num_threads(1)
 
 

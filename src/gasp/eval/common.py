@@ -63,14 +63,15 @@ def load_predictions(path: str | Path, id_key: str, known: set[str]) -> dict[str
         canonical id -> prediction text. A ``null`` prediction counts as missing.
 
     Raises:
-        BadInputError: unreadable file or line, missing field, duplicate ids (all named), ids that
-            are not in the question file (named).
+        BadInputError: unreadable file or line (NaN / Infinity included: not JSON), missing field, a
+            duplicate id (its line, the id, and the line that first had it), ids that are not in the
+            question file (named).
     """
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: predictions file not found")
     predictions: dict[str, str] = {}
-    seen: Counter[str] = Counter()
+    first_line: dict[str, int] = {}
     unknown: list[str] = []
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 may sit in a string
@@ -80,9 +81,12 @@ def load_predictions(path: str | Path, id_key: str, known: set[str]) -> dict[str
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise BadInputError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
+        except _NonStandardConstant as exc:
+            message = f"not valid JSON ({exc} is not a JSON value)"
+            raise BadInputError(f"{path}, line {line_no}: {message}") from None
         if not isinstance(record, dict) or id_key not in record or "prediction" not in record:
             raise BadInputError(
                 f"{path}, line {line_no}: expected an object with {id_key!r} and 'prediction'"
@@ -91,7 +95,11 @@ def load_predictions(path: str | Path, id_key: str, known: set[str]) -> dict[str
             key = key_of(record[id_key])
         except TypeError:
             raise BadInputError(f"{path}, line {line_no}: {id_key!r} must be a number or string") from None
-        seen[key] += 1
+        if key in first_line:
+            raise BadInputError(
+                f"{path}, line {line_no}: duplicate {id_key} {key!r} (first seen on line {first_line[key]})"
+            )
+        first_line[key] = line_no
         if key not in known:
             unknown.append(key)
         text = record["prediction"]
@@ -100,12 +108,17 @@ def load_predictions(path: str | Path, id_key: str, known: set[str]) -> dict[str
         if isinstance(text, bool) or not isinstance(text, (str, int, float)):
             raise BadInputError(f"{path}, line {line_no}: 'prediction' must be a string")
         predictions[key] = str(text)
-    duplicates = sorted(k for k, n in seen.items() if n > 1)
-    if duplicates:
-        raise BadInputError(f"{path}: duplicate {id_key!r} values: {_listing(duplicates)}")
     if unknown:
         raise BadInputError(f"{path}: {id_key!r} values not in the question file: {_listing(unknown)}")
     return predictions
+
+
+class _NonStandardConstant(ValueError):
+    """NaN, Infinity or -Infinity: accepted by Python's json module, not valid JSON."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonStandardConstant(name)
 
 
 def _listing(items: list[str], limit: int = 20) -> str:
