@@ -111,12 +111,15 @@ def _median_whole_cells(d: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         cells = cells.masked_fill(~((cells > 0) & (cells < math.inf)), math.nan)
         return torch.nan_to_num(cells.nanmedian(dim=-1).values, nan=0.0)
     a = d.detach().numpy()
-    valid = (a > 0) & (a < np.inf)
-    x = np.where(valid, a, np.array(np.inf, dtype=a.dtype))
     cells = (
-        x.reshape(a.shape[:-2] + (gh, ch, gw, cw)).swapaxes(-3, -2).reshape(a.shape[:-2] + (gh, gw, ch * cw))
+        a.reshape(a.shape[:-2] + (gh, ch, gw, cw)).swapaxes(-3, -2).reshape(a.shape[:-2] + (gh, gw, ch * cw))
     )
-    count = valid.reshape(a.shape[:-2] + (gh, ch, gw, cw)).sum(axis=(-3, -1))
+    if np.may_share_memory(cells, a):
+        cells = cells.copy()  # sorted in place below
+    invalid = ~(cells > 0)  # also NaN
+    invalid |= cells == np.inf
+    np.copyto(cells, np.inf, where=invalid)
+    count = ch * cw - np.count_nonzero(invalid, axis=-1)
     cells.sort(axis=-1)
     lower = np.maximum(count - 1, 0) // 2
     med = np.take_along_axis(cells, lower[..., None], axis=-1)[..., 0]
