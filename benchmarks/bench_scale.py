@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--loader-reps", type=int, default=8, help="loader sequences timed (default 8)")
     parser.add_argument("--video-frames", type=int, nargs="+", default=[1000, 3000])
     parser.add_argument(
-        "--jpeg-quality", type=int, default=90, help="stored colour quality (prepare's default 90)"
+        "--jpeg-quality", type=int, default=80, help="stored colour quality (prepare's default 80)"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

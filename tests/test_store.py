@@ -23,7 +23,8 @@ from gasp.errors import BadInputError, ConfigError
 def prepared(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("store")
     scene = write_folder_scene(base / "room", seed=3, num_frames=10)
-    cfg = tiny_config(base / "data", [scene], sequences_per_scene=5, min_overlap=0.0)
+    # quality 90 (the default is 80): the colour bound below is for 90 on these noisy 32x32 frames
+    cfg = tiny_config(base / "data", [scene], sequences_per_scene=5, min_overlap=0.0, jpeg_quality=90)
     prepare(cfg)
     return Path(cfg.output), scene
 
@@ -116,6 +117,8 @@ def test_depth_codec_is_lossless_and_refuses_damaged_bytes():
     with pytest.raises(ValueError, match="not b'GD16'"):
         store.decode_depth_units(b"\x89PNG" + data[4:])
     with pytest.raises(ValueError, match="holds 182 bytes, expected 196"):
-        store.decode_depth_units(data[:4] + (7).to_bytes(4, "little") + (14).to_bytes(4, "little") + data[12:])
+        store.decode_depth_units(
+            data[:4] + (7).to_bytes(4, "little") + (14).to_bytes(4, "little") + data[12:]
+        )
     with pytest.raises(ValueError):
         store.decode_depth_units(data[:-5])

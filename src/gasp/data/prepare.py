@@ -101,7 +101,7 @@ class PrepareConfig:
         default=2, metadata={"help": "overlap check: points this many pixels from the border are invalid"}
     )
     image_format: str = field(default="jpeg", metadata={"help": "stored colour: jpeg or png (lossless)"})
-    jpeg_quality: int = field(default=90, metadata={"help": "JPEG quality of stored colour (1-95)"})
+    jpeg_quality: int = field(default=80, metadata={"help": "JPEG quality of stored colour (1-95)"})
     workers: int = field(default=1, metadata={"help": "worker processes (output does not depend on it)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 

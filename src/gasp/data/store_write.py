@@ -88,7 +88,7 @@ class SceneFileWriter:
     an exception (a leftover ``.tmp`` of a killed run is overwritten).
     """
 
-    def __init__(self, path: Path, image_format: str = "jpeg", quality: int = 90):
+    def __init__(self, path: Path, image_format: str = "jpeg", quality: int = 80):
         if image_format not in IMAGE_FORMATS:
             raise ConfigError(f"--image-format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
         self.path = path
