@@ -11,8 +11,8 @@ sequence too; every skip (and every frame a reader left out while indexing its s
 the summary, each reason shown with one example file. The run fails only when nothing usable remains.
 
 The frames some sequence uses are stored once per scene (colour JPEG or PNG at source resolution,
-depth uint16 millimetres as row differences + zlib, K, pose, source frame index), with no model grid or image size: one
-folder serves every model (format "gasp-prepared", docs/DATA_FORMATS.md). Scenes are written
+depth uint16 millimetres as row differences + zlib, K, pose, source frame index), with no model grid
+or image size: one folder serves every model (format "gasp-prepared", docs/DATA_FORMATS.md). Scenes are written
 atomically and recorded one by one in the manifest; an interrupted run resumes with the unfinished
 scenes, a scene whose file fails its checksum is redone, and reruns give byte-identical files.
 
