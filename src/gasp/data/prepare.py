@@ -12,9 +12,9 @@ the summary, each reason shown with one example file. The run fails only when no
 
 The frames some sequence uses are stored once per scene (colour JPEG or PNG at source resolution,
 depth uint16 millimetres as row differences + zlib, K, pose, source frame index), with no model grid
-or image size: one folder serves every model (format "gasp-prepared", docs/DATA_FORMATS.md). Scenes are written
-atomically and recorded one by one in the manifest; an interrupted run resumes with the unfinished
-scenes, a scene whose file fails its checksum is redone, and reruns give byte-identical files.
+or image size: one folder serves every model (format "gasp-prepared", docs/DATA_FORMATS.md). Scenes
+are written atomically and recorded one by one in the manifest; an interrupted run resumes with the
+unfinished scenes, a scene whose file fails its checksum is redone, and reruns give byte-identical files.
 
 Examples:
   gasp prepare --synthetic 8 --seed 0 --output runs/synthetic
