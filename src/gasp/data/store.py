@@ -106,13 +106,13 @@ def read_manifest_json(path: Path) -> dict[str, Any]:
 
 
 def encode_depth_units(units: np.ndarray) -> bytes:
-    """Lossless bytes of a uint16 ``(H, W)`` depth map: a header, then zlib (level 9) of each row's
+    """Lossless bytes of a uint16 ``(H, W)`` depth map: a header, then zlib (level 6) of each row's
     differences to its left neighbour (modulo 2**16, little-endian). Smaller than a 16-bit PNG of the
-    same map and about twice as fast to decode."""
+    same map, faster to encode and about twice as fast to decode."""
     units = np.ascontiguousarray(units, dtype=np.uint16)
     deltas = np.diff(units, axis=1, prepend=np.uint16(0)).astype("<u2")
     header = _DEPTH_HEADER.pack(DEPTH_MAGIC, units.shape[0], units.shape[1])
-    return header + zlib.compress(deltas.tobytes(), 9)
+    return header + zlib.compress(deltas.tobytes(), 6)
 
 
 def decode_depth_units(data: bytes) -> np.ndarray:
