@@ -41,7 +41,7 @@ import torch
 from gasp.data.fitted import FitConfig, fit_view, sequence_targets
 from gasp.data.prepare import PrepareConfig, prepare
 from gasp.data.registry import open_scene
-from gasp.data.store import PreparedData, open_prepared
+from gasp.data.store import DEPTH_EXT, PreparedData, open_prepared
 from gasp.data.targets import sample_from_views
 from gasp.geometry.sampling import draw_num_frames, sample_sequence
 
@@ -165,7 +165,7 @@ def library_comparison(data: PreparedData, out: Path, reps: int = 200) -> dict:
     start = time.perf_counter()
     for f in picks:
         scene.read(f"color/{f:06d}.jpg")
-        scene.read(f"depth/{f:06d}.png")
+        scene.read(f"depth/{f:06d}.{DEPTH_EXT}")
     result = {"zip_random_frame_ms": (time.perf_counter() - start) / reps * 1e3}
     try:
         import datasets
@@ -175,7 +175,7 @@ def library_comparison(data: PreparedData, out: Path, reps: int = 200) -> dict:
     for f in range(data.num_frames(0)):
         rows["frame"].append(f)
         rows["color"].append(scene.read(f"color/{f:06d}.jpg"))
-        rows["depth"].append(scene.read(f"depth/{f:06d}.png"))
+        rows["depth"].append(scene.read(f"depth/{f:06d}.{DEPTH_EXT}"))
     datasets.Dataset.from_dict(rows).save_to_disk(str(out / "hf"))
     table = datasets.load_from_disk(str(out / "hf"))
     start = time.perf_counter()
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--loader-reps", type=int, default=8, help="loader sequences timed (default 8)")
     parser.add_argument("--video-frames", type=int, nargs="+", default=[1000, 3000])
     parser.add_argument(
-        "--jpeg-quality", type=int, default=90, help="stored colour quality (prepare's default 90)"
+        "--jpeg-quality", type=int, default=80, help="stored colour quality (prepare's default 80)"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -23,7 +23,8 @@ from gasp.errors import BadInputError, ConfigError
 def prepared(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("store")
     scene = write_folder_scene(base / "room", seed=3, num_frames=10)
-    cfg = tiny_config(base / "data", [scene], sequences_per_scene=5, min_overlap=0.0)
+    # quality 90 (the default is 80): the colour bound below is for 90 on these noisy 32x32 frames
+    cfg = tiny_config(base / "data", [scene], sequences_per_scene=5, min_overlap=0.0, jpeg_quality=90)
     prepare(cfg)
     return Path(cfg.output), scene
 
@@ -47,11 +48,14 @@ def test_views_decode_each_distinct_frame_once(prepared, monkeypatch):
     root, _ = prepared
     data = open_prepared(root)
     decoded = []
-    real = store._SceneFile._decode
-    monkeypatch.setattr(store._SceneFile, "_decode", lambda s, m, c: decoded.append(m) or real(s, m, c))
+    real = store._SceneFile.read
+    monkeypatch.setattr(store._SceneFile, "read", lambda s, m: decoded.append(m) or real(s, m))
+    data.view(0, 0)  # opens the scene file (its camera members)
+    decoded.clear()
     views = data.views(0, [2, 0, 2, 1])
     assert [v.index for v in views] == [data.view(0, f).index for f in (2, 0, 2, 1)]
-    assert views[0] is views[2] and len(decoded) == 3 * 2 + 4 * 2  # 3 distinct (colour + depth), then 4
+    frames = [m for m in decoded if m.startswith(("color/", "depth/"))]
+    assert views[0] is views[2] and len(frames) == 3 * 2 + 4 * 2  # 3 distinct (colour + depth), then 4
 
 
 def test_index_is_memory_mapped_and_pickles_as_paths(prepared):
@@ -99,3 +103,22 @@ def test_not_a_prepared_folder_is_named(tmp_path, prepared):
         open_prepared(prepared[0], verify="crc")
     with pytest.raises(IndexError, match="out of range"):
         open_prepared(prepared[0]).view(0, 999)
+
+
+def test_depth_codec_is_lossless_and_refuses_damaged_bytes():
+    rng = np.random.default_rng(0)
+    units = rng.integers(0, 65536, size=(7, 13), dtype=np.uint16)
+    units[:, 0], units[:, 1] = 65535, 0  # deltas that wrap around 2**16
+    data = store.encode_depth_units(units)
+    got = store.decode_depth_units(data)
+    assert got.dtype == np.uint16 and got.shape == (7, 13)
+    np.testing.assert_array_equal(got, units)
+    assert store.encode_depth_units(units) == data  # deterministic: reruns are byte-identical
+    with pytest.raises(ValueError, match="not b'GD16'"):
+        store.decode_depth_units(b"\x89PNG" + data[4:])
+    with pytest.raises(ValueError, match="holds 182 bytes, expected 196"):
+        store.decode_depth_units(
+            data[:4] + (7).to_bytes(4, "little") + (14).to_bytes(4, "little") + data[12:]
+        )
+    with pytest.raises(ValueError):
+        store.decode_depth_units(data[:-5])

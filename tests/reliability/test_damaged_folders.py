@@ -78,13 +78,13 @@ def test_scene_file_cut_short(folder, prepared):
 def test_flipped_byte_fails_the_checksum_when_read(folder, prepared, capsys):
     path = folder / "scenes" / "00000.zip"
     with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo("depth/000000.png")
+        info = zf.getinfo("depth/000000.u16z")
     data = bytearray(path.read_bytes())
     at = info.header_offset + 30 + len(info.filename) + info.file_size // 2  # inside the member's data
     data[at] ^= 0x40
     path.write_bytes(bytes(data))
     folder_data = open_prepared(folder)  # same size: the cheap open check passes ...
-    with pytest.raises(DamagedFolderError, match=r"scenes/00000.zip: member depth/000000.png is damaged"):
+    with pytest.raises(DamagedFolderError, match=r"scenes/00000.zip: member depth/000000.u16z is damaged"):
         folder_data.view(0, 0)  # ... the member's CRC-32 fails when it is read
     with pytest.raises(DamagedFolderError, match=r"scenes/00000.zip: content checksum .*To repair: rerun"):
         open_prepared(folder, verify="full")

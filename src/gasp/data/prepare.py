@@ -11,10 +11,10 @@ sequence too; every skip (and every frame a reader left out while indexing its s
 the summary, each reason shown with one example file. The run fails only when nothing usable remains.
 
 The frames some sequence uses are stored once per scene (colour JPEG or PNG at source resolution,
-depth 16-bit PNG millimetres, K, pose, source frame index), with no model grid or image size: one
-folder serves every model (format "gasp-prepared", docs/DATA_FORMATS.md). Scenes are written
-atomically and recorded one by one in the manifest; an interrupted run resumes with the unfinished
-scenes, a scene whose file fails its checksum is redone, and reruns give byte-identical files.
+depth uint16 millimetres as row differences + zlib, K, pose, source frame index), with no model grid
+or image size: one folder serves every model (format "gasp-prepared", docs/DATA_FORMATS.md). Scenes
+are written atomically and recorded one by one in the manifest; an interrupted run resumes with the
+unfinished scenes, a scene whose file fails its checksum is redone, and reruns give byte-identical files.
 
 Examples:
   gasp prepare --synthetic 8 --seed 0 --output runs/synthetic
@@ -101,7 +101,7 @@ class PrepareConfig:
         default=2, metadata={"help": "overlap check: points this many pixels from the border are invalid"}
     )
     image_format: str = field(default="jpeg", metadata={"help": "stored colour: jpeg or png (lossless)"})
-    jpeg_quality: int = field(default=90, metadata={"help": "JPEG quality of stored colour (1-95)"})
+    jpeg_quality: int = field(default=80, metadata={"help": "JPEG quality of stored colour (1-95)"})
     workers: int = field(default=1, metadata={"help": "worker processes (output does not depend on it)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 

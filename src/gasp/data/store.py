@@ -1,10 +1,10 @@
-"""Prepared data, format "gasp-prepared" version 1: frames stored once per scene, plus a sequence index.
+"""Prepared data, format "gasp-prepared" version 2: frames stored once per scene, plus a sequence index.
 
 A prepared folder (``gasp prepare --output D``)::
 
     D/manifest.json          format, version, complete, config, one entry per scene (file, bytes, crc32,
                              num_frames, num_sequences, skip statistics), the index files, the summary
-    D/scenes/NNNNN.zip       one per scene: color/PPPPPP.jpg|png, depth/PPPPPP.png (uint16 mm),
+    D/scenes/NNNNN.zip       one per scene: color/PPPPPP.jpg|png, depth/PPPPPP.u16z (uint16 mm),
                              K.npy, cam_to_world.npy, frame_index.npy, frame_ids.json and the scene's
                              sequences (sequence_frames/_lengths/_numbers.npy); a stored (uncompressed) zip
     D/index/*.npy            the sequence index: scene, number, num_frames, offsets, frames
@@ -28,6 +28,7 @@ import io
 import json
 import os
 import re
+import struct
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -42,12 +43,15 @@ from gasp.data.views import View
 from gasp.errors import BadInputError, ConfigError
 
 FORMAT = "gasp-prepared"
-VERSION = 1
+VERSION = 2  # 2: depth as row-delta + zlib (.u16z) instead of 16-bit PNG
 MANIFEST = "manifest.json"
 SCENES_DIR = "scenes"
 INDEX_DIR = "index"
 INDEX_ARRAYS = ("scene", "number", "num_frames", "offsets", "frames")
 DEPTH_SCALE = 1000.0  # stored depth units per metre (uint16 millimetres)
+DEPTH_EXT = "u16z"  # depth member: DEPTH_MAGIC, height, width (uint32 LE), zlib of row deltas
+DEPTH_MAGIC = b"GD16"
+_DEPTH_HEADER = struct.Struct("<4sII")
 VERIFY_LEVELS = ("sizes", "full")
 _OPEN_SCENE_FILES = 32  # scene files kept open per process
 
@@ -99,6 +103,32 @@ def read_manifest_json(path: Path) -> dict[str, Any]:
             f"version {VERSION})"
         )
     return manifest
+
+
+def encode_depth_units(units: np.ndarray) -> bytes:
+    """Lossless bytes of a uint16 ``(H, W)`` depth map: a header, then zlib (level 6) of each row's
+    differences to its left neighbour (modulo 2**16, little-endian). Smaller than a 16-bit PNG of the
+    same map, faster to encode and about twice as fast to decode."""
+    units = np.ascontiguousarray(units, dtype=np.uint16)
+    deltas = np.diff(units, axis=1, prepend=np.uint16(0)).astype("<u2")
+    header = _DEPTH_HEADER.pack(DEPTH_MAGIC, units.shape[0], units.shape[1])
+    return header + zlib.compress(deltas.tobytes(), 6)
+
+
+def decode_depth_units(data: bytes) -> np.ndarray:
+    """The uint16 ``(H, W)`` map of :func:`encode_depth_units`; ValueError if ``data`` is not one."""
+    if len(data) < _DEPTH_HEADER.size:
+        raise ValueError("shorter than its header")
+    magic, h, w = _DEPTH_HEADER.unpack_from(data)
+    if magic != DEPTH_MAGIC:
+        raise ValueError(f"starts with {magic!r}, not {DEPTH_MAGIC!r}")
+    try:
+        raw = zlib.decompress(data[_DEPTH_HEADER.size :], bufsize=2 * h * w)
+    except zlib.error as exc:
+        raise ValueError(str(exc)) from exc
+    if len(raw) != 2 * h * w:
+        raise ValueError(f"holds {len(raw)} bytes, expected {2 * h * w} for {h}x{w}")
+    return np.cumsum(np.frombuffer(raw, dtype="<u2").reshape(h, w), axis=1, dtype=np.uint16)
 
 
 # ------------------------------------------------------------------------------------------ index
@@ -202,9 +232,8 @@ class _SceneFile:
             raise IndexError(f"{self.path}: frame {frame} out of range (scene stores {self.num_frames})")
         del zf
         colour = self._colour_member(frame)
-        depth_member = f"depth/{frame:06d}.png"
         image = self._decode(colour, lambda im: np.asarray(im.convert("RGB"), dtype=np.uint8))
-        units = self._decode(depth_member, lambda im: np.asarray(im, dtype=np.uint16))
+        units = self._depth(frame)
         depth = units.astype(np.float32) / np.float32(DEPTH_SCALE)
         return View(
             image=image,
@@ -223,6 +252,13 @@ class _SceneFile:
             if f"color/{frame:06d}.{ext}" in names:
                 return f"color/{frame:06d}.{ext}"
         raise self._fail(f"colour image of stored frame {frame} is missing")
+
+    def _depth(self, frame: int) -> np.ndarray:
+        member = f"depth/{frame:06d}.{DEPTH_EXT}"
+        try:
+            return decode_depth_units(self.read(member))
+        except ValueError as exc:
+            raise self._fail(f"member {member} is not a decodable depth map ({exc})") from exc
 
     def _decode(self, member: str, convert) -> np.ndarray:
         data = self.read(member)

@@ -21,12 +21,14 @@ import numpy as np
 from PIL import Image
 
 from gasp.data.store import (
+    DEPTH_EXT,
     DEPTH_SCALE,
     FORMAT,
     INDEX_ARRAYS,
     INDEX_DIR,
     MANIFEST,
     VERSION,
+    encode_depth_units,
     file_crc32,
     read_manifest_json,
 )
@@ -71,13 +73,12 @@ def encode_colour(image: np.ndarray, image_format: str, quality: int) -> bytes:
 
 
 def encode_depth(depth: np.ndarray) -> bytes:
-    """16-bit PNG of ``depth`` (metres) in units of 1/DEPTH_SCALE m (millimetres); beyond 65.535 m
-    and non-finite values become 0 (invalid). Lossless for millimetre sensor depth."""
+    """``depth`` (metres) in units of 1/DEPTH_SCALE m (millimetres), encoded by
+    :func:`gasp.data.store.encode_depth_units`; beyond 65.535 m and non-finite values become 0
+    (invalid). Lossless for millimetre sensor depth."""
     units = np.rint(np.nan_to_num(depth, nan=0.0, posinf=0.0) * DEPTH_SCALE)
     units[(units < 0) | (units > 65535)] = 0
-    buf = io.BytesIO()
-    Image.fromarray(units.astype(np.uint16)).save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
+    return encode_depth_units(units.astype(np.uint16))
 
 
 class SceneFileWriter:
@@ -87,7 +88,7 @@ class SceneFileWriter:
     an exception (a leftover ``.tmp`` of a killed run is overwritten).
     """
 
-    def __init__(self, path: Path, image_format: str = "jpeg", quality: int = 90):
+    def __init__(self, path: Path, image_format: str = "jpeg", quality: int = 80):
         if image_format not in IMAGE_FORMATS:
             raise ConfigError(f"--image-format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
         self.path = path
@@ -115,7 +116,7 @@ class SceneFileWriter:
         pos = len(self.indices)
         ext = IMAGE_FORMATS[self.image_format]
         self._member(f"color/{pos:06d}.{ext}", encode_colour(view.image, self.image_format, self.quality))
-        self._member(f"depth/{pos:06d}.png", encode_depth(view.depth))
+        self._member(f"depth/{pos:06d}.{DEPTH_EXT}", encode_depth(view.depth))
         self.K.append(np.asarray(view.K, dtype=np.float64))
         self.poses.append(np.asarray(view.cam_to_world, dtype=np.float64))
         self.indices.append(int(view.index))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gasp.geometry.cameras import ArrayLike, to_tensor
@@ -99,13 +100,30 @@ def _valid_or_nan(d: torch.Tensor) -> torch.Tensor:
 
 
 def _median_whole_cells(d: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """:func:`cell_median_depth` for cells of whole pixels: one reshape, no gather."""
+    """:func:`cell_median_depth` for cells of whole pixels: one reshape, no gather. On the CPU each
+    cell's pixels are sorted by numpy (invalid ones as +inf, last) and the lower median of the valid
+    ones is picked; elsewhere torch's ``nanmedian`` (same values)."""
     (H, W), (gh, gw) = d.shape[-2:], grid
     ch, cw = H // gh, W // gw
-    cells = d.reshape(d.shape[:-2] + (gh, ch, gw, cw)).transpose(-3, -2)
-    cells = cells.reshape(d.shape[:-2] + (gh, gw, ch * cw))
-    cells = cells.masked_fill(~((cells > 0) & (cells < math.inf)), math.nan)
-    return torch.nan_to_num(cells.nanmedian(dim=-1).values, nan=0.0)
+    if d.device.type != "cpu":
+        cells = d.reshape(d.shape[:-2] + (gh, ch, gw, cw)).transpose(-3, -2)
+        cells = cells.reshape(d.shape[:-2] + (gh, gw, ch * cw))
+        cells = cells.masked_fill(~((cells > 0) & (cells < math.inf)), math.nan)
+        return torch.nan_to_num(cells.nanmedian(dim=-1).values, nan=0.0)
+    a = d.detach().numpy()
+    cells = (
+        a.reshape(a.shape[:-2] + (gh, ch, gw, cw)).swapaxes(-3, -2).reshape(a.shape[:-2] + (gh, gw, ch * cw))
+    )
+    if np.may_share_memory(cells, a):
+        cells = cells.copy()  # sorted in place below
+    invalid = ~(cells > 0)  # also NaN
+    invalid |= cells == np.inf
+    np.copyto(cells, np.inf, where=invalid)
+    count = ch * cw - np.count_nonzero(invalid, axis=-1)
+    cells.sort(axis=-1)
+    lower = np.maximum(count - 1, 0) // 2
+    med = np.take_along_axis(cells, lower[..., None], axis=-1)[..., 0]
+    return torch.from_numpy(np.where(count > 0, med, np.zeros((), dtype=a.dtype)))
 
 
 def _median_by_table(d: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
