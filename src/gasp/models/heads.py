@@ -189,27 +189,3 @@ def capture_visual_tokens(
     finally:
         for h in handles:
             h.remove()
-
-
-@contextlib.contextmanager
-def capture_module_inputs(modules: dict[int, nn.Module]) -> Iterator[dict[int, torch.Tensor]]:
-    """Temporarily hook ``modules`` (layer -> module) and keep a reference to their input tensor.
-
-    No copy is made: for an attention-input layernorm the input is the residual stream, which the
-    model's backward (or its gradient checkpoint) keeps anyway, so holding it costs no memory. The
-    hooks are removed on exit, so checkpoint recomputation in backward does not fire them again.
-    """
-    captured: dict[int, torch.Tensor] = {}
-
-    def make_hook(layer: int):
-        def hook(_module, args):
-            captured[layer] = args[0]
-
-        return hook
-
-    handles = [m.register_forward_pre_hook(make_hook(i)) for i, m in modules.items()]
-    try:
-        yield captured
-    finally:
-        for h in handles:
-            h.remove()
