@@ -277,6 +277,15 @@ def test_full_finetune_trains_the_vision_tower_and_resumes(prepared, tmp_path):
     assert any(k.startswith("heads.") for k in saved)
 
 
+def test_freeze_qk_covers_the_qk_norms_of_qwen3():
+    from gasp.training.setup import frozen_qk_names
+
+    names = frozen_qk_names(from_preset("tiny-qwen3-vl"))
+    assert any(n.endswith("q_norm.weight") for n in names) and any(n.endswith("k_norm.weight") for n in names)
+    assert any(n.endswith("q_proj.weight") for n in names)
+    assert not any("norm" in n for n in frozen_qk_names(from_preset("tiny-qwen2.5-vl")))
+
+
 def test_finetune_and_qk_init_are_checked():
     with pytest.raises(ConfigError, match="--finetune"):
         TrainConfig(finetune="partial")

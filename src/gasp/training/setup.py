@@ -73,13 +73,16 @@ def apply_lora(adapter, cfg: TrainConfig):
 
 
 def frozen_qk_names(adapter) -> set[str]:
-    """Parameter names (in ``adapter.model``) of the LLM decoder's q_proj/k_proj weights and biases."""
+    """Parameter names (in ``adapter.model``) of the LLM decoder's q_proj/k_proj weights and biases,
+    and of the per-head q/k norms where the family has them (Qwen3-VL: part of Q-K, and the tied Q/K
+    init puts its gain there)."""
     path_of = {id(m): n for n, m in adapter.model.named_modules()}
     names = set()
     for i in range(len(adapter.decoder_layers())):
         qk = adapter.qk_projections(i)
-        for proj in (qk.q_proj, qk.k_proj):
-            names.update(f"{path_of[id(proj)]}.{n}" for n, _ in proj.named_parameters())
+        for part in (qk.q_proj, qk.k_proj, qk.q_norm, qk.k_norm):
+            if part is not None:
+                names.update(f"{path_of[id(part)]}.{n}" for n, _ in part.named_parameters())
     return names
 
 
