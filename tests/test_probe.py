@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gasp import probe
+from gasp import probe, probe_report
 from gasp.cli import main
 from gasp.errors import BadInputError
 
@@ -58,7 +58,7 @@ def test_report_schema_figures_and_pictures(adapter, tmp_path):
 
     heads = CorrespondenceHeads.from_adapter(adapter, d_emb=8)
     result = probe.probe_model(adapter, _sequences(adapter), heads=heads, delta=1.0)
-    report = probe.build_report({"tiny": result}, extra={"tiny": {"train_seconds": 1.5}})
+    report = probe_report.build_report({"tiny": result}, extra={"tiny": {"train_seconds": 1.5}})
     layers = len(adapter.decoder_layers())
     assert report["grid"] == [8, 8] and report["delta"] == 1.0
     m = report["models"]["tiny"]
@@ -79,7 +79,8 @@ def test_report_schema_figures_and_pictures(adapter, tmp_path):
     assert report["identity_pck"] == 0.5 and report["identity_pck_moved"] == 0.0
     probe.write_json_atomic(tmp_path / "report.json", report)
     assert json.loads((tmp_path / "report.json").read_text())["models"]["tiny"]["pck"] == m["pck"]
-    files = probe.draw_report(report, tmp_path) + probe.draw_pictures(result, tmp_path, query_cell=(3, 4))
+    files = probe_report.draw_report(report, tmp_path)
+    files += probe.draw_pictures(result, tmp_path, query_cell=(3, 4))
     assert sorted(p.name for p in files) == [
         "analysis.png",
         "analysis_moved.png",
@@ -87,14 +88,14 @@ def test_report_schema_figures_and_pictures(adapter, tmp_path):
         "matches.png",
     ]
     assert all(p.stat().st_size > 1000 for p in files)
-    assert "| tiny |" in probe.markdown_table(report)
+    assert "| tiny |" in probe_report.markdown_table(report)
 
 
 def test_compare_draws_reports_together_and_rejects_other_grids(adapter, tmp_path):
     result = probe.probe_model(adapter, _sequences(adapter, n=1), features=["qk"])
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        probe.write_json_atomic(tmp_path / name / "report.json", probe.build_report({"m": result}))
+        probe.write_json_atomic(tmp_path / name / "report.json", probe_report.build_report({"m": result}))
     out = tmp_path / "cmp"
 
     def compare() -> int:
@@ -117,7 +118,7 @@ def test_bad_inputs_name_the_problem(adapter, tmp_path):
     with pytest.raises(BadInputError, match="match_index"):
         probe.probe_model(adapter, [seq])
     with pytest.raises(BadInputError, match="not found"):
-        probe.read_report(tmp_path / "nope.json")
+        probe_report.read_report(tmp_path / "nope.json")
     assert torch.get_num_threads() >= 1
 
 

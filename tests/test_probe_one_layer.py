@@ -1,7 +1,7 @@
 """Every headline figure of a model is read at one layer: the layer of highest all-query PCK."""
 
 from gasp.demo import acceptance
-from gasp.probe import best_figures, markdown_table
+from gasp.probe_report import best_figures, markdown_table
 
 
 def _block(pck, moved, rho, ys):

@@ -240,7 +240,7 @@ def train_model(cfg: DemoConfig, name: str, data: Path) -> float:
 
 def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The demo's acceptance checks (issue 5) evaluated on a report; missing models are skipped."""
-    from gasp.probe import best_figures
+    from gasp.probe_report import best_figures
 
     models = report["models"]
     best = {name: best_figures(block) for name, block in models.items()}
@@ -284,7 +284,8 @@ def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _train_and_probe(cfg: DemoConfig, train_dir: Path, heldout_dir: Path) -> tuple[dict, dict]:
     """Stages 2-3 for one seed (``cfg.seed``): (report, probe results by model)."""
     from gasp.data.loader import open_prepared
-    from gasp.probe import build_report, heldout_samples, load_model, probe_model
+    from gasp.probe import heldout_samples, load_model, probe_model
+    from gasp.probe_report import build_report
 
     seconds = {name: train_model(cfg, name, train_dir) for name in cfg.models}
     num_heldout = len(open_prepared(heldout_dir).index)
@@ -315,7 +316,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     checks run on every seed and pass only where every seed passes.
     """
     from gasp.models import from_preset
-    from gasp.probe import draw_pictures, draw_report, markdown_table
+    from gasp.probe import draw_pictures
+    from gasp.probe_report import draw_report, markdown_table
     from gasp.probe_spread import combine_checks, combine_reports
 
     if cfg.threads:

@@ -7,7 +7,7 @@ keeps the shared fields (grid, delta, baselines) and, per model:
   ``rho_sd`` (sample standard deviation, ``ddof=1``; 0 for one seed) for the figure's error bars;
   ``temporal_robustness.y`` the mean of each seed's Y(dt) (each at that seed's own layer) and ``y_sd``;
 * ``headline``: the mean over seeds of each seed's headline figures, every seed's figures read at
-  that seed's one layer (highest all-query PCK; ``gasp.probe.best_figures``), ``headline_sd`` their
+  that seed's one layer (highest all-query PCK; ``gasp.probe_report.best_figures``), ``headline_sd`` their
   standard deviation and ``headline_by_seed`` the per-seed values;
 * ``seeds``: the seeds and ``by_seed``: every seed's own model block.
 """
@@ -45,7 +45,7 @@ def _columns(rows: Sequence[Sequence[float | None]]) -> tuple[list, list]:
 
 def combine_blocks(blocks: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
     """One model's blocks of several seeds -> the combined block (see the module docstring)."""
-    from gasp.probe import best_figures
+    from gasp.probe_report import best_figures
 
     out: dict[str, Any] = {}
     for key in _PER_LAYER:
