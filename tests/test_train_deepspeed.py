@@ -10,12 +10,15 @@ engine's own checkpoint.
 
 Tolerance: the same batches in fp32 through DeepSpeed's ZeRO optimizer (the same AdamW, gradients
 flattened into ZeRO's buckets, clipping by DeepSpeed's global norm) against gasp's plain loop:
-rounding-level differences in the losses, asserted with rtol 1e-4 / atol 1e-5 as the DDP and FSDP
-tests. The trained tensors themselves are compared by shape only: after 4 steps some of them differ
-from the plain run by more than rounding (ZeRO-2: head fc1 biases up to ~20% of their largest value;
-ZeRO-3: LoRA A beyond rtol 1e-3) while every logged loss and gradient norm agrees to 1e-4. The cause is
-not established (a suspect: AdamW's normalisation of near-zero gradients amplifies DeepSpeed's
-different summation order); docs/TRAINING.md lists it as open.
+rounding-level differences, asserted with rtol 1e-4 / atol 1e-5 on the losses and gradient norms (as
+the DDP and FSDP tests) and, on every trained tensor after 4 steps, a largest difference of at most
+1e-3 of the tensor's largest value (measured: 4e-5 at worst, a LoRA B under ZeRO-3).
+
+Step 4 is language-only (``lm_fraction`` 0.25): the heads get no geometric loss. Before they were given
+an exact-zero gradient there, the engines disagreed on that step: torch's AdamW skipped the heads
+(gradient None), DeepSpeed's flat ZeRO partitions moved them by their momentum (head fc1 biases ~20%
+off), and ZeRO-3 reported the previous step's head gradients in its norm (1.73 instead of 0.24), which
+changed the clipping of every LoRA weight (~5% off). The tensor comparison below guards that.
 """
 
 import json
@@ -56,10 +59,14 @@ def _launch(config, data, run, *extra):
 
 
 def _same_tensors(ckpt, reference):
-    """The consolidated checkpoint holds every trained tensor, whole (the engine's shards joined)."""
+    """The consolidated checkpoint holds every trained tensor, whole (the engine's shards joined), equal
+    to the plain run's up to rounding."""
     merged = read_trainable(ckpt)
     assert set(reference) <= set(merged)
-    assert all(merged[k].shape == v.shape for k, v in reference.items())
+    for k, ref in reference.items():
+        assert merged[k].shape == ref.shape, k
+        worst = (merged[k] - ref).abs().max().item()
+        assert worst <= 1e-3 * ref.abs().max().item() + 1e-8, (k, worst)
 
 
 @pytest.mark.slow
@@ -81,7 +88,7 @@ def test_deepspeed_zero2_and_zero3_train_resume_and_export(tmp_path):
 
     zero3 = tmp_path / "zero3"
     _launch("deepspeed_zero3.yaml", data, zero3)
-    _close(plain.history, read_metrics(zero3))
+    _close(plain.history, read_metrics(zero3), KEYS + ("grad_norm",))
     _same_tensors(list_checkpoints(zero3)[-1], reference)
     for run in (zero2, zero3):
         out = export(run, tmp_path / f"export-{run.name}")

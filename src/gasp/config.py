@@ -19,6 +19,7 @@ from gasp.errors import ConfigError
 
 MODES = ("full", "corr_only", "lm_only")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+BASE_DTYPE = ("auto", "float32", "bfloat16", "float16")
 FINETUNE = ("lora", "full")
 QK_INIT = ("hf", "tied_orthogonal")
 VISION_INIT = ("hf", "local_offsets")
@@ -63,7 +64,16 @@ class TrainConfig:
     lora_alpha: float | None = _f(None, "LoRA alpha (project default: equal to --lora-rank, i.e. scale 1)")
     lora_dropout: float = _f(0.0, "LoRA dropout (project default 0)")
     gradient_checkpointing: bool = _f(False, "recompute decoder activations in backward (saves memory)")
-    mixed_precision: str = _f("auto", "auto (bf16 on CUDA, no on CPU) | no | bf16 | fp16")
+    mixed_precision: str = _f(
+        "auto",
+        "auto (the accelerate launcher's setting if it gives one, else bf16 on CUDA, no on CPU) | no | "
+        "bf16 | fp16",
+    )
+    base_dtype: str = _f(
+        "auto",
+        "dtype of the frozen base weights: auto (bfloat16 under bf16 mixed precision on CUDA, else as "
+        "loaded) | float32 | bfloat16 | float16; trained weights (LoRA, heads) are float32 always",
+    )
     # --- GASP heads and losses
     mode: str = _f(
         "full", "full: LM + corr + depth | corr_only: LM + corr (paper ablation) | lm_only: baseline"
@@ -152,6 +162,7 @@ class TrainConfig:
                 "--mixed-precision",
                 f"one of {', '.join(MIXED_PRECISION)}",
             ),
+            (self.base_dtype in BASE_DTYPE, "--base-dtype", f"one of {', '.join(BASE_DTYPE)}"),
             (self.finetune in FINETUNE, "--finetune", f"one of {', '.join(FINETUNE)}"),
             (self.qk_init in QK_INIT, "--qk-init", f"one of {', '.join(QK_INIT)}"),
             (self.vision_init in VISION_INIT, "--vision-init", f"one of {', '.join(VISION_INIT)}"),

@@ -32,7 +32,14 @@ from gasp.config import TrainConfig
 from gasp.errors import ConfigError
 from gasp.locks import FolderBusyError, folder_lock
 from gasp.training import checkpoint as ckpt
-from gasp.training.setup import apply_lora, build_optimizer, build_scheduler, mixed_precision
+from gasp.training.setup import (
+    apply_lora,
+    base_dtype,
+    build_optimizer,
+    build_scheduler,
+    mixed_precision,
+    precision_summary,
+)
 
 __all__ = ["TrainResult", "apply_lora", "build_optimizer", "build_scheduler", "train"]
 
@@ -89,6 +96,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import broadcast_object_list
 
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched and cfg.mixed_precision not in ("auto", launched):
+        log.warning(
+            "--mixed-precision %s overrides the launcher's mixed_precision %s", cfg.mixed_precision, launched
+        )
     accelerator = Accelerator(
         mixed_precision=mixed_precision(cfg),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -132,8 +144,7 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out)
     set_seed(cfg.seed)
 
-    mp = mixed_precision(cfg)
-    dtype = torch.bfloat16 if (mp == "bf16" and accelerator.device.type == "cuda") else None
+    dtype = base_dtype(cfg, mixed_precision(cfg), accelerator.device.type)
     with sharding.no_zero3_init(accelerator):
         adapter, base_ref = _load_base(cfg, out, accelerator, dtype)
     if cfg.data:
@@ -181,6 +192,8 @@ def _build_run(cfg: TrainConfig, accelerator, adapter, out: Path):
 
     objective, peft_model = build_objective(adapter, cfg)
     objective.to(accelerator.device)
+    if accelerator.is_main_process:
+        log.info("precision: %s", precision_summary(objective, mixed_precision(cfg)))
     sharding.configure_deepspeed(accelerator, cfg)
     own_fsdp = sharding.needs_own_fsdp(accelerator)
     if own_fsdp:

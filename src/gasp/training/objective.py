@@ -192,6 +192,19 @@ class GaspObjective(nn.Module):
         inner = list(getattr(model, "_no_split_modules", None) or [])
         self._no_split_modules = sorted(set(inner) | {CorrespondenceHead.__name__})
 
+    def _idle_heads(self, like: torch.Tensor) -> torch.Tensor:
+        """An exact 0 that depends on every head parameter, for a language-only batch.
+
+        Each head runs on zero tokens, so its parameters get a gradient of exactly 0 instead of none.
+        Every engine then treats idle heads alike: AdamW's momentum moves them, as DeepSpeed's flat
+        ZeRO partitions do anyway (a skipped ``None`` gradient in a torch optimizer would leave them
+        still, and ZeRO-3 would reuse the previous step's gradient in their place)."""
+        zero = like.new_zeros(())
+        for layer in self.heads.layers:
+            head = self.heads[layer]
+            zero = zero + head(like.new_zeros(0, head.fc1.in_features)).sum()
+        return zero
+
     def forward(
         self,
         inputs: dict[str, torch.Tensor],
@@ -224,6 +237,8 @@ class GaspObjective(nn.Module):
         logs: dict[str, torch.Tensor] = {"lm": lm.detach() if int(lm_count.sum()) > 0 else absent}
         total = lm
         if not geometric:
+            if self.heads is not None:
+                total = total + self._idle_heads(lm)
             return total, logs
         corr_layers, depth_layers = [], []
         for layer in self.heads.layers:

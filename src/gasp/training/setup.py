@@ -4,6 +4,7 @@ the optimizer and the LR schedule."""
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -14,10 +15,39 @@ from gasp.errors import ConfigError
 
 
 def mixed_precision(cfg: TrainConfig) -> str:
-    """accelerate's ``mixed_precision`` for ``cfg`` (``auto``: bf16 on CUDA, none on the CPU)."""
-    if cfg.mixed_precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"
-    return cfg.mixed_precision
+    """accelerate's ``mixed_precision`` for ``cfg``.
+
+    ``auto``: what ``accelerate launch`` was given (its ``--mixed_precision`` or the config file's
+    ``mixed_precision``, exported as ``ACCELERATE_MIXED_PRECISION``), else bf16 on CUDA and none on
+    the CPU. An explicit ``--mixed-precision`` wins over the launcher (accelerate takes the argument).
+    """
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower()
+    if launched in ("no", "bf16", "fp16"):
+        return launched
+    return "bf16" if torch.cuda.is_available() else "no"
+
+
+def base_dtype(cfg: TrainConfig, mixed: str, device_type: str) -> torch.dtype | None:
+    """The dtype the frozen base model is loaded in (None: as loaded). ``auto`` is bfloat16 under
+    bf16 mixed precision on CUDA (as the paper trains) and the loaded dtype otherwise; CPU runs can
+    ask for ``--base-dtype bfloat16`` to exercise the mixed-dtype setup of a GPU run."""
+    if cfg.base_dtype == "auto":
+        return torch.bfloat16 if (mixed == "bf16" and device_type == "cuda") else None
+    return getattr(torch, cfg.base_dtype)
+
+
+def upcast_trainable(module: torch.nn.Module) -> int:
+    """Keep every trained parameter in float32 (the optimizer's master copy) whatever the base
+    dtype; returns how many were cast. peft already does this for LoRA; ``--finetune full`` on a
+    bf16 base needs it."""
+    cast = 0
+    for p in module.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+            cast += 1
+    return cast
 
 
 def prepare_synthetic(cfg: TrainConfig, out: Path) -> Path:
@@ -116,6 +146,7 @@ def build_objective(adapter, cfg: TrainConfig):
     if cfg.uses_heads:
         torch.manual_seed(cfg.seed + 1)
         heads = CorrespondenceHeads.from_adapter(adapter, cfg.layers, cfg.d_emb)
+    upcast_trainable(adapter.model)
     objective = GaspObjective(
         adapter.model,
         adapter.attention_inputs(),
@@ -126,6 +157,23 @@ def build_objective(adapter, cfg: TrainConfig):
         lambda_depth=0.0 if cfg.mode == "corr_only" else cfg.lambda_depth,
     )
     return objective, peft_model
+
+
+def precision_summary(objective: torch.nn.Module, mixed: str) -> str:
+    """One line naming the dtypes of the frozen and the trained parameters and the compute precision,
+    e.g. ``frozen bfloat16, trained float32, mixed precision bf16``."""
+
+    def names(trained: bool) -> str:
+        found = sorted(
+            {
+                str(p.dtype).removeprefix("torch.")
+                for p in objective.parameters()
+                if p.requires_grad == trained
+            }
+        )
+        return "/".join(found) or "none"
+
+    return f"frozen {names(False)}, trained {names(True)}, mixed precision {mixed}"
 
 
 def build_optimizer(objective, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -63,10 +63,10 @@ def shard_fsdp2(objective: nn.Module, mixed_precision: str, device_type: str = "
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    from gasp.training.setup import upcast_trainable
+
     names = set(objective._no_split_modules)
-    for p in objective.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()  # fp32 master weights for every trained parameter
+    upcast_trainable(objective)  # fp32 master weights for every trained parameter
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     policy = mixed_precision_policy(mixed_precision)
     units = [m for m in objective.modules() if type(m).__name__ in names]
