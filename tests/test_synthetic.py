@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from gasp.data import open_scene
-from gasp.data.synthetic import NUM_ROOM_FACES, SyntheticScene, _max_rotation_deg
+from gasp.data.synthetic import NUM_ROOM_FACES, SyntheticScene
+from gasp.data.synthetic_camera import _max_rotation_deg
 from gasp.data.views import validate_view
 from gasp.errors import ConfigError
 
@@ -145,7 +146,7 @@ def test_views_are_antialiased_with_exact_centre_depth(scene):
 def test_surfaces_vary_slowly_so_repeated_patterns_differ():
     """The colour variation is anchored to the surface and non-periodic: two points one tile period
     apart on the floor get different colours, though the tile pattern alone repeats exactly."""
-    from gasp.data.synthetic import _tint
+    from gasp.data.synthetic_materials import _tint
 
     uv = np.random.default_rng(0).uniform(0, 4, (500, 2)).astype(np.float32)
     t0, t1 = _tint(uv, 5), _tint(uv + np.float32(1.0), 5)

@@ -1,4 +1,4 @@
-"""The one adapter contract every VLM family implements, plus the family registry.
+"""The one adapter contract every VLM family implements.
 
 An adapter wraps a real Hugging Face VLM (``model``) and its real processor (``processor``) and
 answers the questions gasp asks of every backbone, so heads, losses, training and probing never
@@ -11,12 +11,16 @@ branch on the family:
 * which module names LoRA may touch (LLM decoder only, never the vision tower).
 
 Frames of one sequence always go in as ONE multi-image sample with one image placeholder per frame.
+
+Its parts live beside it: ``adapter_types`` (QK, AdapterBatch, LLMSize, re-exported here),
+``square_frame`` (SquareFrameAdapter, the base of fixed-square-frame families), ``processors``
+(processors without video) and ``registry`` (the family registry and ``load_adapter``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +29,10 @@ import torch
 from torch import nn
 
 from gasp.errors import BadInputError, ConfigError
+from gasp.models.adapter_types import QK, AdapterBatch, LLMSize
+from gasp.models.processors import load_processor
+
+__all__ = ["IGNORE_INDEX", "QK", "AdapterBatch", "LLMSize", "VLMAdapter", "snap_multiple"]
 
 IGNORE_INDEX = -100
 """Label value ignored by the LM loss (prompt, padding and visual tokens)."""
@@ -33,102 +41,6 @@ _TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_i
 """Processor outputs that are per-token (B, L) and are rebuilt when answers are appended."""
 
 _LORA_LEAF_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass(frozen=True)
-class QK:
-    """Query/key projections of one decoder layer as its attention uses them.
-
-    ``q_proj(x)`` has ``num_heads * head_dim`` features and ``k_proj(x)`` has
-    ``num_kv_heads * head_dim`` (grouped-query attention shares each key head between
-    ``num_heads // num_kv_heads`` query heads). ``q_norm`` / ``k_norm``: the per-head norms some
-    families apply to each head's query/key vector before rotary (Qwen3-VL's RMSNorm over
-    ``head_dim``); None where the family has none. Rotary position embeddings are applied after
-    these inside the attention module and are not included: ``queries`` / ``keys`` are what the
-    module's attention multiplies, with rotary removed.
-    """
-
-    q_proj: nn.Linear
-    k_proj: nn.Linear
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    q_norm: nn.Module | None = None
-    k_norm: nn.Module | None = None
-
-    def queries(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., d)`` attention inputs -> ``(..., num_heads, head_dim)`` query vectors."""
-        q = self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
-        return q if self.q_norm is None else self.q_norm(q)
-
-    def keys(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., d)`` attention inputs -> ``(..., num_kv_heads, head_dim)`` key vectors."""
-        k = self.k_proj(x).unflatten(-1, (self.num_kv_heads, self.head_dim))
-        return k if self.k_norm is None else self.k_norm(k)
-
-
-@dataclass
-class AdapterBatch:
-    """Model inputs for a batch of multi-frame samples plus the visual-token map.
-
-    Attributes:
-        inputs: keyword arguments for ``model(**inputs)``: ``input_ids`` (B, L), ``attention_mask``
-            (B, L), the family's pixel tensors and grid info, ``mm_token_type_ids`` (B, L) for Qwen
-            families, and ``labels`` (B, L) when answers were given (-100 on prompt, visual and
-            padding tokens).
-        visual_positions: (B, F, gh, gw) int64, the sequence index (into L) of the visual token
-            covering row ``r``, column ``c`` of frame ``f``'s token grid.
-        grid: (gh, gw) token grid of every frame.
-        image_size: (H, W) pixel size of every frame (one token cell is H/gh x W/gw pixels).
-    """
-
-    inputs: dict[str, torch.Tensor]
-    visual_positions: torch.Tensor
-    grid: tuple[int, int]
-    image_size: tuple[int, int]
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> AdapterBatch:
-        """Move tensors to ``device``; floating-point pixel tensors are also cast to ``dtype``."""
-        moved = {}
-        for key, value in self.inputs.items():
-            if torch.is_tensor(value):
-                value = value.to(device)
-                if dtype is not None and value.is_floating_point():
-                    value = value.to(dtype)
-            moved[key] = value
-        return AdapterBatch(moved, self.visual_positions.to(device), self.grid, self.image_size)
-
-
-@dataclass(frozen=True)
-class LLMSize:
-    """LLM decoder sizes shared by every family's ``build`` (defaults: the tiny presets)."""
-
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 128
-    vocab_size: int | None = None
-    """None: the tokenizer's size."""
-    head_dim: int | None = None
-    """None: hidden_size // num_heads (only Qwen3-VL's config takes another value)."""
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.head_dim or self.hidden_size // self.num_heads
-
-    def text_config(self, tokenizer: Any, **extra: Any) -> dict[str, Any]:
-        """The HF ``text_config`` dict of these sizes; ``extra`` adds or overrides fields."""
-        return {
-            "vocab_size": self.vocab_size or len(tokenizer),
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads,
-            "num_key_value_heads": self.num_kv_heads,
-            "pad_token_id": tokenizer.pad_token_id,
-            **extra,
-        }
 
 
 class VLMAdapter:
@@ -464,189 +376,6 @@ def _append_answer(row: dict[str, torch.Tensor], ids: torch.Tensor) -> None:
         else:  # token types: answers are text (0)
             extra = torch.zeros(len(ids), dtype=row[key].dtype)
         row[key] = torch.cat([row[key], extra])
-
-
-class SquareFrameAdapter(VLMAdapter):
-    """Families whose vision tower takes one fixed square size (LLaVA, InternVL, SmolVLM).
-
-    Subclasses give ``frame_side`` (pixels, the tower's ``image_size``) and ``cell_size`` (pixels
-    per LLM token side: the ViT patch, times the pixel-shuffle factor where there is one).
-    """
-
-    vision_model_type: ClassVar[str | None] = None
-    """``model_type`` written into the vision config (None: the family's own vision config)."""
-    default_patch_size: ClassVar[int] = 8
-    """ViT patch of the tiny presets (times the pixel-shuffle factor = the token cell)."""
-
-    @classmethod
-    def build_config(
-        cls,
-        llm: LLMSize,
-        *,
-        image_size: int = 64,
-        patch_size: int | None = None,
-        vision_hidden_size: int = 32,
-        vision_depth: int = 2,
-        vision_heads: int = 2,
-        vision_intermediate_size: int | None = None,
-        **family_kwargs: Any,
-    ) -> tuple[Any, Any]:
-        """Config and offline processor; frames are ``image_size`` squares (default 64 px)."""
-        vision = {
-            "image_size": image_size,
-            "patch_size": patch_size or cls.default_patch_size,
-            "hidden_size": vision_hidden_size,
-            "intermediate_size": vision_intermediate_size or 2 * vision_hidden_size,
-            "num_hidden_layers": vision_depth,
-            "num_attention_heads": vision_heads,
-        }
-        if cls.vision_model_type:
-            vision["model_type"] = cls.vision_model_type
-        return cls._family_config(llm, vision, **family_kwargs)
-
-    @classmethod
-    def _family_config(cls, llm: LLMSize, vision: dict[str, Any], **kwargs: Any) -> tuple[Any, Any]:
-        """(config, processor) from the LLM sizes and the ViT config dict."""
-        raise NotImplementedError(f"{cls.family} has no random-weight build")
-
-    @property
-    def frame_side(self) -> int:
-        raise NotImplementedError
-
-    @property
-    def cell_size(self) -> int:
-        raise NotImplementedError
-
-    @property
-    def default_grid(self) -> tuple[int, int]:
-        n = self.frame_side // self.cell_size
-        return n, n
-
-    def image_size_for_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
-        side = self.frame_side
-        if tuple(int(g) for g in grid) != self.default_grid:
-            raise BadInputError(
-                f"{self.family}: the vision tower takes {side}x{side} px frames, i.e. the fixed token grid "
-                f"{self.default_grid}; got {tuple(grid)} (build the preset with another image_size / "
-                "patch_size to change it)"
-            )
-        return side, side
-
-    def grid_for_image_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        side = self.frame_side
-        if tuple(int(s) for s in image_size) != (side, side):
-            raise BadInputError(
-                f"{self.family}: frames of {image_size[0]}x{image_size[1]} px would be resized by the "
-                f"processor; resize frames to {side}x{side} (see image_size_for_grid)"
-            )
-        return self.default_grid
-
-
-# --------------------------------------------------------------------- processors without video
-def make_processor(processor_class: type, **parts: Any) -> Any:
-    """Instantiate a real HF processor class, allowing ``video_processor=None``.
-
-    Several VLM processors declare a video processor, whose class needs torchvision (not installed
-    here). Images never need it, so it is left out: the type check is skipped for ``None`` parts
-    and ``save_pretrained`` only writes the parts that exist.
-    """
-    processor = processor_class.__new__(processor_class)
-    check = processor_class.check_argument_for_proper_class
-    processor.check_argument_for_proper_class = lambda name, arg: (
-        None if arg is None else check(processor, name, arg)
-    )
-    processor_class.__init__(processor, **parts)
-    del processor.check_argument_for_proper_class
-    if any(v is None for v in parts.values()):
-        attributes = processor_class.get_attributes()
-        processor.get_attributes = lambda: [a for a in attributes if getattr(processor, a, None) is not None]
-    return processor
-
-
-def load_processor(path: str | Path, adapter_class: type[VLMAdapter]) -> Any:
-    """``AutoProcessor.from_pretrained(path)``, or the adapter's assembly from parts when that fails."""
-    from transformers import AutoProcessor
-
-    try:
-        return AutoProcessor.from_pretrained(str(path))
-    except (OSError, ImportError, ValueError, TypeError):
-        return adapter_class.load_processor_parts(path)
-
-
-def read_chat_template(path: str | Path) -> str | None:
-    """The chat template saved next to a checkpoint (chat_template.jinja or .json), if any."""
-    import json
-
-    root = Path(path)
-    if (root / "chat_template.jinja").is_file():
-        return (root / "chat_template.jinja").read_text(encoding="utf-8")
-    if (root / "chat_template.json").is_file():
-        return json.loads((root / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
-    return None
-
-
-# --------------------------------------------------------------------- registry
-ADAPTERS: dict[str, type[VLMAdapter]] = {}
-
-
-def register(cls: type[VLMAdapter]) -> type[VLMAdapter]:
-    """Class decorator: register an adapter under ``cls.family``."""
-    if not cls.family or cls.family in ADAPTERS:
-        raise ValueError(f"adapter family {cls.family!r} is empty or already registered")
-    ADAPTERS[cls.family] = cls
-    return cls
-
-
-def adapter_class(family: str) -> type[VLMAdapter]:
-    """The adapter class for ``family``; the error lists the valid names."""
-    if family not in ADAPTERS:
-        raise ConfigError(f"unknown model family {family!r}; valid families: {', '.join(sorted(ADAPTERS))}")
-    return ADAPTERS[family]
-
-
-def family_for_model_type(model_type: str) -> str:
-    """The family whose adapter handles ``config.model_type``; the error lists supported types."""
-    for family, cls in ADAPTERS.items():
-        if model_type in cls.model_types:
-            return family
-    supported = sorted(t for cls in ADAPTERS.values() for t in cls.model_types)
-    raise ConfigError(f"unsupported model_type {model_type!r}; supported model types: {', '.join(supported)}")
-
-
-def load_adapter(
-    name_or_path: str | Path,
-    family: str | None = None,
-    *,
-    dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
-) -> VLMAdapter:
-    """Load an adapter from a preset name, a local checkpoint folder or a hub id.
-
-    Args:
-        name_or_path: a preset name (see ``gasp.models.presets.PRESETS``), a folder with a HF
-            checkpoint, or a hub id (needs network access).
-        family: adapter family; auto-detected from ``config.model_type`` when None.
-        dtype, device: where to put the model.
-    """
-    from transformers import AutoConfig
-
-    from gasp.models.presets import PRESETS, from_preset
-
-    name = str(name_or_path)
-    if name in PRESETS:
-        adapter = from_preset(name)
-        if dtype is not None or device is not None:
-            adapter.model.to(device=device, dtype=_as_dtype(dtype))
-        return adapter
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        raise BadInputError(
-            f"cannot load a model from {name!r} (not a checkpoint folder, unreachable hub id, or a "
-            f"preset name; presets: {', '.join(sorted(PRESETS))}): {err}"
-        ) from err
-    family = family or family_for_model_type(config.model_type)
-    return adapter_class(family).from_pretrained(name, dtype=dtype, device=device)
 
 
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

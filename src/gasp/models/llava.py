@@ -43,7 +43,10 @@ from transformers import (
 )
 
 from gasp.errors import BadInputError
-from gasp.models.base import LLMSize, SquareFrameAdapter, make_processor, read_chat_template, register
+from gasp.models.adapter_types import LLMSize
+from gasp.models.processors import make_processor, read_chat_template
+from gasp.models.registry import register
+from gasp.models.square_frame import SquareFrameAdapter
 from gasp.models.tokenizer import build_tokenizer, chatml_template
 from gasp.models.video import LlavaVideoProcessor, VideoInputMixin, VideoProtocol
 

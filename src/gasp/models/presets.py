@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from gasp.errors import ConfigError
-from gasp.models.base import VLMAdapter, adapter_class
+from gasp.models.base import VLMAdapter
+from gasp.models.registry import adapter_class
 from gasp.models.vision_init import VISION_INITS, local_offset_attention
 
 QK_INITS = ("hf", "tied_orthogonal")

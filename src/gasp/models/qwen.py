@@ -40,14 +40,10 @@ from transformers import (
 )
 
 from gasp.errors import BadInputError, ConfigError
-from gasp.models.base import (
-    LLMSize,
-    VLMAdapter,
-    make_processor,
-    read_chat_template,
-    register,
-    snap_multiple,
-)
+from gasp.models.adapter_types import LLMSize
+from gasp.models.base import VLMAdapter, snap_multiple
+from gasp.models.processors import make_processor, read_chat_template
+from gasp.models.registry import register
 from gasp.models.tokenizer import build_tokenizer, chatml_template
 from gasp.models.video import QwenVideoProcessor, VideoInputMixin, VideoProtocol
 
