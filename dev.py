@@ -53,7 +53,7 @@ def ensure_env() -> None:
     probe = subprocess.run([py, "-c", "import torch"], capture_output=True)
     if probe.returncode != 0:
         _run(pip + [TORCH_PIN])
-    _run(pip + ["-e", f"{ROOT}[dev,lmms-test]"])
+    _run(pip + ["-e", f"{ROOT}[dev,lmms-test,deepspeed]"])
     # lmms-eval's declared requirements include torchvision/timm (a CUDA torch); the plugin tests need
     # only its registry and task loader, so it is installed without them.
     _run(pip + ["--no-deps", LMMS_PIN])

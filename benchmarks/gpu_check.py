@@ -79,10 +79,7 @@ def _build(args, fsdp: bool):
         max_steps=10,
     )
     objective, _ = build_objective(adapter, cfg)
-    objective.to(args.device)
-    for p in objective.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()  # fp32 LoRA and heads, as in training
+    objective.to(args.device)  # build_objective keeps LoRA and heads fp32, as in training
     if fsdp:
         from gasp.training.sharding import shard_fsdp2
 

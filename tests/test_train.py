@@ -344,3 +344,11 @@ def test_general_qa_feeds_language_only_batches_and_resumes(prepared, tmp_path, 
     assert [s.id for s in used[2:]] == [s.id for s in used[:2]]  # the same QA samples, in the same order
     a, b = np.array(_losses(whole.history), float), np.array(_losses(resumed.history), float)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_launch_that_accelerate_miscounts_is_refused(tmp_path, monkeypatch):
+    """Every process would act as rank 0 of 1 (as accelerate 1.15 did for DeepSpeed on CPU processes)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="2 processes were launched but accelerate counts 1"):
+        train(debug_config(tmp_path / "data", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

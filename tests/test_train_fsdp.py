@@ -137,6 +137,7 @@ def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
     _direct_train([*common, "--batch-size", "2", "--output-dir", str(tmp_path / "fp32")])
     launch = ["--config_file", str(_fsdp_config(tmp_path, "bf16"))]
     sharded = [*common, *bf16, "--mixed-precision", "auto", "--batch-size", "1"]  # debug says "no"
+    sharded += ["--gradient-checkpointing", "true"]  # the same losses as without (tests/test_train.py)
 
     whole = launch_train(launch, [*sharded, "--output-dir", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-3000:]

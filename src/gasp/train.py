@@ -32,6 +32,7 @@ from gasp.config import TrainConfig
 from gasp.errors import ConfigError
 from gasp.locks import FolderBusyError, folder_lock
 from gasp.training import checkpoint as ckpt
+from gasp.training import sharding
 from gasp.training.setup import (
     apply_lora,
     base_dtype,
@@ -103,8 +104,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         )
     accelerator = Accelerator(
         mixed_precision=mixed_precision(cfg),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=True),
+            *sharding.process_group_handlers(),
+        ],
     )
+    launched_world = int(os.environ.get("WORLD_SIZE", accelerator.num_processes))
+    if accelerator.num_processes != launched_world:
+        raise ConfigError(
+            f"{launched_world} processes were launched but accelerate counts {accelerator.num_processes} "
+            f"({accelerator.distributed_type}): every process would act as the main one; check the launch "
+            "config (distributed_type, use_cpu) against this machine's devices"
+        )
     with contextlib.ExitStack() as stack:
         refused = [""]
         if accelerator.is_main_process:
@@ -122,7 +133,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
     from accelerate.utils import set_seed
 
-    from gasp.training import sharding
     from gasp.training import state as tstate
     from gasp.training.feed import check_language_data, open_feed
     from gasp.training.loop import run_loop
@@ -186,7 +196,6 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
 def _build_run(cfg: TrainConfig, accelerator, adapter, out: Path):
     """The objective, optimizer and scheduler, prepared for the engine accelerate runs (DDP, FSDP,
     DeepSpeed) or, for an FSDP config on the CPU, sharded by gasp (:mod:`gasp.training.sharding`)."""
-    from gasp.training import sharding
     from gasp.training.loop import Run
     from gasp.training.setup import build_objective
 

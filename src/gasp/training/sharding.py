@@ -43,6 +43,23 @@ def needs_own_fsdp(accelerator) -> bool:
     return fsdp_launched() and accelerator.distributed_type != DistributedType.FSDP
 
 
+def process_group_handlers() -> list:
+    """accelerate kwargs handlers for the process group: gloo for DeepSpeed on CPU processes.
+
+    accelerate 1.15 picks a process-group backend for accelerator devices only. Launched with a
+    DeepSpeed config on a machine without one, it lets DeepSpeed initialise the group but then
+    counts one process of rank 0 in every process (all of them would write as the main process).
+    Naming the backend (gloo) makes it read the real rank and world size from the group.
+    """
+    from accelerate.utils import InitProcessGroupKwargs
+
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if deepspeed and several and not torch.cuda.is_available():
+        return [InitProcessGroupKwargs(backend="gloo")]
+    return []
+
+
 def mixed_precision_policy(mixed_precision: str):
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
