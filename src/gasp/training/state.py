@@ -71,7 +71,8 @@ def save(run, step: int, meta: dict[str, Any]) -> Path:
         ckpt.begin(out, step)
     accelerator.wait_for_everyone()
     if engine == "deepspeed":
-        accelerator.save_state(str(tmp / DEEPSPEED_DIR))
+        # The frozen base is not part of the state (it is reloaded from the base model), as for DCP.
+        accelerator.save_state(str(tmp / DEEPSPEED_DIR), exclude_frozen_parameters=True)
     else:
         model_sd, optim_sd = get_state_dict(run.model, _raw_optimizer(run.optimizer), options=_options())
         with warnings.catch_warnings():  # one process: DCP says it runs without a process group
@@ -125,7 +126,8 @@ def load(run, last: Path) -> Position:
             "accelerate config the run started with"
         )
     if engine == "deepspeed":
-        accelerator.load_state(str(last / DEEPSPEED_DIR))
+        # Not strict: the checkpoint holds no frozen weights (they come from the base model).
+        accelerator.load_state(str(last / DEEPSPEED_DIR), load_module_strict=False)
     else:
         optimizer = _raw_optimizer(run.optimizer)
         model_sd, optim_sd = get_state_dict(run.model, optimizer, options=_options())
@@ -181,4 +183,7 @@ def _read_deepspeed(folder: Path) -> dict[str, torch.Tensor]:
         raise BadInputError(
             f"{folder}: a DeepSpeed checkpoint; reading it needs `pip install deepspeed`"
         ) from exc
-    return dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag="pytorch_model"))
+    found = get_fp32_state_dict_from_zero_checkpoint(
+        str(folder), tag="pytorch_model", exclude_frozen_parameters=True
+    )
+    return dict(found)
