@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_train_helpers import accelerate_script, debug_config, launch_train, prepare_tiny, read_metrics
+from test_train_helpers import (
+    accelerate_script,
+    debug_config,
+    direct_train,
+    launch_train,
+    prepare_tiny,
+    read_metrics,
+)
 
 from gasp.export import export
 from gasp.train import train
@@ -88,23 +95,6 @@ def test_fsdp_two_processes_match_one_resume_and_export(tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
-def _direct_train(args: list[str]) -> None:
-    """``python -m gasp.train ARGS`` in a fresh process (accelerate's state is a per-process
-    singleton, so a bf16 run cannot share this test process with the fp32 ones)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "gasp.train", *args, "--progress", "false"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(accelerate_script() is None, reason="no accelerate script")
 def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
@@ -122,7 +112,7 @@ def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
     data = prepare_tiny(tmp_path / "data")
     common = ["--config", "debug", "--data", str(data), "--max-steps", "4", "--save-every", "2"]
     bf16 = ["--base-dtype", "bfloat16"]
-    _direct_train(
+    direct_train(
         [
             *common,
             *bf16,
@@ -134,7 +124,7 @@ def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
             str(tmp_path / "one"),
         ]
     )
-    _direct_train([*common, "--batch-size", "2", "--output-dir", str(tmp_path / "fp32")])
+    direct_train([*common, "--batch-size", "2", "--output-dir", str(tmp_path / "fp32")])
     launch = ["--config_file", str(_fsdp_config(tmp_path, "bf16"))]
     sharded = [*common, *bf16, "--mixed-precision", "auto", "--batch-size", "1"]  # debug says "no"
     sharded += ["--gradient-checkpointing", "true"]  # the same losses as without (tests/test_train.py)

@@ -72,6 +72,23 @@ def launch_train(launch_args: list[str], train_args: list[str], timeout: int = 5
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def direct_train(args: list[str]) -> None:
+    """``python -m gasp.train ARGS`` in a fresh process (accelerate's state is a per-process
+    singleton, so a bf16 run cannot share this test process with the fp32 ones)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gasp.train", *args, "--progress", "false"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def read_metrics(run: Path) -> list[dict]:
     import json
 
