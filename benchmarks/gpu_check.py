@@ -6,8 +6,9 @@ heads on all 28 layers (d_emb 256), F = 16 frames of 24x24 tokens (9,216 visual 
 
 1. the GASP step (LM + correspondence + depth losses) against the LM-only LoRA step (same model,
    heads idle), time and peak memory, without and with gradient checkpointing;
-2. the same under FSDP2 on one process (gasp.training.sharding.shard_fsdp2, the units and precision
-   policy of the FSDP config);
+2. the same under FSDP2 on one process (torch ``fully_shard`` with the units and precision policy
+   that accelerate's FSDP2 gets in training: ``GaspObjective._no_split_modules``,
+   ``gasp.training.sharding.mixed_precision_policy``);
 3. the largest F x grid whose GASP step (gradient checkpointing on) fits in memory.
 
 One step = forward, backward, clipping, AdamW step, under bf16 autocast. Time: median of ``--reps``
@@ -81,11 +82,26 @@ def _build(args, fsdp: bool):
     objective, _ = build_objective(adapter, cfg)
     objective.to(args.device)  # build_objective keeps LoRA and heads fp32, as in training
     if fsdp:
-        from gasp.training.sharding import shard_fsdp2
-
-        shard_fsdp2(objective, "bf16", torch.device(args.device).type)
+        _shard(objective, torch.device(args.device).type)
     objective.train()
     return adapter, objective, build_optimizer(objective, cfg)
+
+
+def _shard(objective, device_type: str) -> None:
+    """FSDP2 over this one process (inside ``_one_process_group``): one unit per
+    ``_no_split_modules`` class, then the root, with training's precision policy (bf16 compute, fp32
+    reduction and outputs)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from gasp.training.sharding import mixed_precision_policy
+
+    mesh = init_device_mesh(device_type, (1,))
+    policy = mixed_precision_policy("bf16")
+    names = set(objective._no_split_modules)
+    for module in [m for m in objective.modules() if type(m).__name__ in names]:
+        fully_shard(module, mesh=mesh, mp_policy=policy)
+    fully_shard(objective, mesh=mesh, mp_policy=policy)
 
 
 def _batch(adapter, frames: int, grid: tuple[int, int], device: str):

@@ -1,12 +1,11 @@
 """FSDP on 2 CPU processes (gloo) through ``accelerate launch`` with the shipped FSDP config.
 
-accelerate 1.15 runs FSDP on accelerators only: with ``ACCELERATE_USE_CPU=1`` its state falls back to
-DDP (MULTI_CPU) whatever the config says. gasp detects that (an FSDP config was launched, accelerate
-is not sharding) and shards the objective itself with torch's ``fully_shard`` (gasp.training.sharding:
-the same units as accelerate's TRANSFORMER_BASED_WRAP from ``_no_split_modules``, the same
-mixed-precision policy). So this test runs gasp's own wrapping, FSDP2 sharding, global clipping and
-the sharded checkpoint code (torch.distributed.checkpoint); what it cannot cover is accelerate's own
-``fsdp2_prepare_model`` on GPUs.
+accelerate 1.15 selects FSDP for accelerator devices only: with ``ACCELERATE_USE_CPU=1`` its state
+falls back to DDP (MULTI_CPU) whatever the config says. gasp detects that and switches accelerate's
+state to FSDP2 (gasp.training.sharding.use_fsdp_on_cpu), so ``accelerator.prepare`` runs accelerate's
+own ``fsdp2_prepare_model`` (TRANSFORMER_BASED_WRAP from ``_no_split_modules``, fp32 upcast of the
+trained parameters, gasp's precision policy) over a gloo CPU mesh, as on GPUs, and the clipping and
+sharded checkpoints run on its FSDP2 modules. What stays untested here is NCCL and CUDA memory.
 
 Tolerance: both runs see the same global batch in fp32; the 2-process run sums gradients by
 reduce-scatter of two halves instead of one batch sum, a rounding difference (~1e-7 relative per
@@ -69,7 +68,7 @@ def test_fsdp_two_processes_match_one_resume_and_export(tmp_path):
 
     first = launch_train(launch, [*args, "--stop-at-step", "2"])
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "gasp shards the model itself" in first.stderr
+    assert "gasp switched its state to FSDP2" in first.stderr
     (step2,) = list_checkpoints(run)
     state = json.loads((step2 / "state.json").read_text())
     assert state["sharded"] and state["num_processes"] == 2 and state["engine"] == "dcp"
@@ -95,6 +94,25 @@ def test_fsdp_two_processes_match_one_resume_and_export(tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
+def test_fsdp_precision_policy(monkeypatch):
+    """bf16 compute, fp32 gradient reduction, outputs as computed (accelerate's default reduces and
+    outputs in bf16); no plugin without an FSDP launch."""
+    from gasp.training.sharding import fsdp_plugin
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert fsdp_plugin("bf16") is None
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    policy = fsdp_plugin("bf16").mixed_precision_policy
+    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (
+        torch.bfloat16,
+        torch.float32,
+        None,
+    )
+    policy = fsdp_plugin("no").mixed_precision_policy
+    assert (policy.param_dtype, policy.reduce_dtype) == (None, None)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(accelerate_script() is None, reason="no accelerate script")
 def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
@@ -104,8 +122,9 @@ def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
     a 2-process FSDP run against a 1-process run computes in bf16 (8-bit mantissa, unit roundoff
     2^-9 = 2e-3) with other summation orders and another cast path (FSDP's bf16 all-gather of the
     fp32 weights against autocast), so losses and gradient norms are compared to rtol 1e-2
-    (measured: 2.2e-3 at worst, a gradient norm). That bf16 was really used is shown by the same
-    runs in fp32 differing by more than 1e-4 (measured: 5e-3; fp32 runs agree to 2e-7). Resume is
+    (measured: 2.8e-3 at worst). That bf16 was really used is shown by the same
+    runs in fp32 differing by more than 1e-4 (measured: 1.3e-2; fp32 runs agree to 2e-7) and by the
+    log line naming the dtype the model's logits came out in. Resume is
     exact: the resumed run's losses equal an uninterrupted 2-process run's to rtol 1e-6, which needs
     the checkpoint to hold the fp32 weights, not their bf16 casts.
     """
@@ -132,6 +151,7 @@ def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
     whole = launch_train(launch, [*sharded, "--output-dir", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "frozen bfloat16, trained float32, mixed precision bf16" in whole.stderr
+    assert "compute dtype: bfloat16" in whole.stderr  # FSDP's policy reached the model
     run = tmp_path / "resumed"
     for extra in (["--stop-at-step", "2"], ["--resume"]):
         proc = launch_train(launch, [*sharded, "--output-dir", str(run), *extra])
@@ -144,6 +164,11 @@ def test_fsdp_bf16_base_with_fp32_trained_weights(tmp_path):
         np.testing.assert_allclose(
             b, [r.get(key, np.nan) for r in read_metrics(tmp_path / "whole")], rtol=1e-6
         )
+    # gasp's precision policy leaves the objective's fp32 outputs alone. accelerate's default casts
+    # them to bf16 (a loss of 7.3 in steps of 2^-5; the mean over 2 processes in steps of 2^-6): with
+    # it every logged loss would be a multiple of 2^-10, which fp32 losses are not (chance 2^-11 each).
+    losses = [r["loss"] for r in rows]
+    assert not all(float(x * 1024).is_integer() for x in losses), losses
     gap = max(abs(r[k] - f[k]) / abs(f[k]) for r, f in zip(rows, fp32) for k in KEYS if k in f)
     assert gap > 1e-4, f"bf16 runs match fp32 to {gap:.1e}: bf16 compute did not happen"
     trained = read_trainable(list_checkpoints(run)[-1])

@@ -102,8 +102,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         log.warning(
             "--mixed-precision %s overrides the launcher's mixed_precision %s", cfg.mixed_precision, launched
         )
+    plugin = sharding.fsdp_plugin(mixed_precision(cfg))
     accelerator = Accelerator(
         mixed_precision=mixed_precision(cfg),
+        fsdp_plugin=plugin,
         kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=True),
             *sharding.process_group_handlers(),
@@ -116,6 +118,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             f"({accelerator.distributed_type}): every process would act as the main one; check the launch "
             "config (distributed_type, use_cpu) against this machine's devices"
         )
+    sharding.use_fsdp_on_cpu(accelerator, plugin)
     with contextlib.ExitStack() as stack:
         refused = [""]
         if accelerator.is_main_process:
@@ -194,8 +197,8 @@ def _train(cfg: TrainConfig, resume: bool, accelerator) -> TrainResult:
 
 
 def _build_run(cfg: TrainConfig, accelerator, adapter, out: Path):
-    """The objective, optimizer and scheduler, prepared for the engine accelerate runs (DDP, FSDP,
-    DeepSpeed) or, for an FSDP config on the CPU, sharded by gasp (:mod:`gasp.training.sharding`)."""
+    """The objective, optimizer and scheduler, prepared for the engine accelerate runs (DDP, FSDP2,
+    DeepSpeed; :mod:`gasp.training.sharding`)."""
     from gasp.training.loop import Run
     from gasp.training.setup import build_objective
 
@@ -204,21 +207,9 @@ def _build_run(cfg: TrainConfig, accelerator, adapter, out: Path):
     if accelerator.is_main_process:
         log.info("precision: %s", precision_summary(objective, mixed_precision(cfg)))
     sharding.configure_deepspeed(accelerator, cfg)
-    own_fsdp = sharding.needs_own_fsdp(accelerator)
-    if own_fsdp:
-        if accelerator.is_main_process:
-            log.warning(
-                "FSDP config on %s: accelerate runs FSDP on accelerators only, so gasp shards the model "
-                "itself (torch fully_shard, same units and precision policy)",
-                accelerator.device.type,
-            )
-        sharding.shard_fsdp2(objective, mixed_precision(cfg), accelerator.device.type)
-    optimizer = build_optimizer(objective, cfg)  # after sharding: it holds the sharded parameters
+    optimizer = build_optimizer(objective, cfg)
     scheduler = build_scheduler(optimizer, cfg)  # on the torch optimizer (engines wrap it)
-    if own_fsdp:
-        model, optimizer = objective, accelerator.prepare(optimizer)
-    else:
-        model, optimizer = accelerator.prepare(objective, optimizer)
+    model, optimizer = accelerator.prepare(objective, optimizer)
     model.train()
     return Run(
         cfg=cfg,
@@ -232,8 +223,7 @@ def _build_run(cfg: TrainConfig, accelerator, adapter, out: Path):
         stream=None,
         qa=None,
         out=out,
-        own_fsdp=own_fsdp,
-        sharded=own_fsdp or sharding.accelerate_shards(accelerator),
+        sharded=sharding.accelerate_shards(accelerator),
     )
 
 

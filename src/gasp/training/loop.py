@@ -60,7 +60,6 @@ class Run:
     qa: Any
     out: Path
     meta: dict[str, Any] = field(default_factory=dict)  # recorded in every checkpoint's state.json
-    own_fsdp: bool = False  # gasp sharded the objective itself (FSDP config on the CPU)
     sharded: bool = False  # parameters, gradients or optimizer state are sharded over processes
 
 
@@ -72,7 +71,7 @@ class LoopResult:
 
 def _sync_context(run: Run, sync: bool):
     """Gradient synchronisation of a micro-batch: off for all but the last of an accumulation."""
-    if run.own_fsdp:
+    if hasattr(run.model, "set_requires_gradient_sync"):  # FSDP2: accelerate's no_sync does not apply
         run.model.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
     return contextlib.nullcontext() if sync else run.accelerator.no_sync(run.model)
@@ -211,6 +210,8 @@ def run_loop(run: Run, step: int, last_saved: Path | None, metrics: MetricsLog) 
             row = _one_step(run, step, trainable)
             step += 1
             if accelerator.is_main_process:
+                if not metrics.history:  # what the engine really computed in, once per run
+                    log.info("compute dtype: %s", str(run.objective.compute_dtype).removeprefix("torch."))
                 metrics.append(row)
                 bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{row['lr']:.2e}")
             bar.update(1)

@@ -185,6 +185,7 @@ class GaspObjective(nn.Module):
         # Hook-free twins of those norms, applied to the captured tokens with the captured parameters:
         # engines hook every module (ZeRO-3 fetches parameters in them), which must not fire here.
         self._norm_twins = [_hook_free_twin(m) for m in self._attention_inputs]
+        self.compute_dtype: torch.dtype | None = None  # set by forward
         self.tau, self.depth_eps = tau, depth_eps
         self.lambda_corr, self.lambda_depth = lambda_corr, lambda_depth
         # What FSDP wraps as one unit (accelerate's TRANSFORMER_BASED_WRAP reads this): the model's
@@ -231,6 +232,7 @@ class GaspObjective(nn.Module):
         positions, lm_targets = supervised_positions(labels)
         with ctx as captured:
             logits = self.model(**inputs, logits_to_keep=positions).logits
+        self.compute_dtype = logits.dtype  # the precision the model ran in (autocast, FSDP, DeepSpeed)
         lm_per_seq, lm_count = lm_loss_per_sequence(logits, lm_targets)
         lm = mean_over_valid(lm_per_seq, lm_count)
         absent = torch.full_like(lm.detach(), float("nan"))

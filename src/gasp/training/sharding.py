@@ -1,21 +1,22 @@
-"""FSDP2 for ``gasp train``.
+"""Engines for ``gasp train``: FSDP2 and DeepSpeed through accelerate.
 
-On GPUs accelerate shards the objective (``accelerate launch --config_file configs/accelerate/fsdp.yaml``,
-``fsdp_version: 2``): one FSDP unit per class named by ``GaspObjective._no_split_modules`` (the
-model's decoder and vision layers, and each correspondence head), then the root.
+FSDP2 (``accelerate launch --config_file configs/accelerate/fsdp.yaml``, ``fsdp_version: 2``) is
+accelerate's own: ``accelerator.prepare`` runs its ``fsdp2_prepare_model``, one FSDP unit per class
+named by ``GaspObjective._no_split_modules`` (the model's decoder and vision layers, and each
+correspondence head), then the root; trained parameters upcast to fp32.
 
-On the CPU accelerate 1.15 does not: its state object only switches to FSDP for accelerator devices,
-so an FSDP config launched with ``ACCELERATE_USE_CPU=1`` silently runs DDP (and FSDP1's
-``sync_module_states`` stops at start-up with "no available devices"). When an FSDP config is
-launched and accelerate fell back like that, gasp shards the objective itself with
-:func:`shard_fsdp2`: the same units, the same mixed-precision policy and torch's ``fully_shard`` over
-a gloo device mesh. That is how the CPU tests exercise sharded training, global clipping and
-sharded checkpoints.
+Precision policy: accelerate's default for ``mixed_precision: bf16`` is ``MixedPrecisionPolicy``
+with bf16 parameters, gradient reduction and outputs. gasp passes its own plugin
+(:func:`fsdp_plugin`): bf16 parameters for compute, but gradients reduced in fp32 (a bf16 sum over
+32 processes loses about 5 bits) and outputs left as computed (the objective's outputs are the loss
+and its logs, computed in fp32; a bf16 output rounds a loss of 7.3 to steps of 0.03).
 
-Mixed dtypes: with bf16 the frozen base weights are bf16 while LoRA and heads are fp32. FSDP2 keeps
-each parameter's own dtype in its shard; as accelerate does, every trainable parameter is fp32 (the
-optimizer's master copy) and ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` gathers
-bf16 for compute and reduces gradients in fp32.
+On CPU processes accelerate 1.15 never selects FSDP: its state switches to FSDP for accelerator
+devices only, so an FSDP config launched with ``ACCELERATE_USE_CPU=1`` silently runs DDP (and FSDP1's
+``sync_module_states`` stops with "no available devices"). gasp then switches accelerate's state to
+FSDP itself (:func:`use_fsdp_on_cpu`); ``fully_shard`` works on a gloo CPU mesh, so ``prepare``,
+clipping and the state dicts run the same accelerate code as on GPUs. That is how the CPU tests
+cover accelerate's FSDP2 path.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import os
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 log = logging.getLogger("gasp.train")
 
@@ -36,11 +36,29 @@ def fsdp_launched() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def needs_own_fsdp(accelerator) -> bool:
-    """An FSDP config was launched but accelerate runs without FSDP (the CPU fallback)."""
-    from accelerate.utils import DistributedType
+def fsdp_plugin(mixed: str):
+    """accelerate's FSDP plugin for a launched FSDP config (its other settings come from the
+    launcher's environment) with gasp's precision policy; None when no FSDP config was launched."""
+    if not fsdp_launched():
+        return None
+    from accelerate.utils import FullyShardedDataParallelPlugin
 
-    return fsdp_launched() and accelerator.distributed_type != DistributedType.FSDP
+    return FullyShardedDataParallelPlugin(mixed_precision_policy=mixed_precision_policy(mixed))
+
+
+def mixed_precision_policy(mixed: str):
+    """FSDP2 ``MixedPrecisionPolicy``: low-precision parameters for compute, fp32 gradient reduction,
+    outputs as computed (``mixed`` ``no``: every field None, i.e. each parameter's own dtype).
+
+    ``output_dtype`` applies to every unit, not only the root: an fp32 output of a vision block would
+    meet the bf16 frozen weights of the next module outside any unit (there is no autocast under
+    FSDP2). The objective computes its losses in fp32 itself."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed)
+    if low is None:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
 
 
 def process_group_handlers() -> list:
@@ -60,43 +78,37 @@ def process_group_handlers() -> list:
     return []
 
 
-def mixed_precision_policy(mixed_precision: str):
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
-    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
-    if low is None:
-        return MixedPrecisionPolicy()
-    return MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
-
-
-def shard_fsdp2(objective: nn.Module, mixed_precision: str, device_type: str = "cpu") -> nn.Module:
-    """Shard ``objective`` in place over all processes with ``fully_shard`` (one unit per
-    ``objective._no_split_modules`` class, then the root); returns it.
+def use_fsdp_on_cpu(accelerator, plugin) -> bool:
+    """When an FSDP config was launched on CPU processes and accelerate fell back to DDP, switch its
+    state to FSDP with ``plugin`` (see the module docstring); returns whether it did.
 
     Raises:
-        ValueError: a class named in ``_no_split_modules`` is not in the model (nothing to wrap).
+        ConfigError: an FSDP1 config (accelerate's FSDP1 path needs accelerator devices).
     """
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from accelerate.utils import DistributedType
 
-    from gasp.training.setup import upcast_trainable
+    from gasp.errors import ConfigError
 
-    names = set(objective._no_split_modules)
-    upcast_trainable(objective)  # fp32 master weights for every trained parameter
-    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-    policy = mixed_precision_policy(mixed_precision)
-    units = [m for m in objective.modules() if type(m).__name__ in names]
-    found = {type(m).__name__ for m in units}
-    if "CorrespondenceHead" not in found:
-        found.add("CorrespondenceHead")  # lm_only runs have no heads
-    if found != names:
-        raise ValueError(f"FSDP units {sorted(names - found)} are not in the model")
-    for m in units:
-        fully_shard(m, mesh=mesh, mp_policy=policy)
-    fully_shard(objective, mesh=mesh, mp_policy=policy)
-    log.info("FSDP2 (gasp, %s): %d units + root over %d processes", device_type, len(units), mesh.size())
-    return objective
+    if plugin is None or accelerator.distributed_type == DistributedType.FSDP:
+        return False
+    if accelerator.device.type != "cpu" or accelerator.num_processes < 2:
+        return False
+    if plugin.fsdp_version != 2:
+        raise ConfigError("FSDP on CPU processes needs fsdp_version: 2 in the accelerate config")
+    from accelerate.state import PartialState
+
+    if accelerator.mixed_precision != "no":  # as AcceleratorState does for FSDP on accelerators
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    # Both shared states: AcceleratorState copies PartialState's fields whenever it is instantiated.
+    PartialState().distributed_type = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
+    if accelerator.is_main_process:
+        log.warning(
+            "FSDP config on CPU processes: accelerate 1.15 selects FSDP for accelerator devices only; gasp "
+            "switched its state to FSDP2 (gloo)"
+        )
+    return True
 
 
 def full_norm(value) -> torch.Tensor | None:
