@@ -28,6 +28,7 @@ from test_train_helpers import (
     read_metrics,
 )
 
+from gasp.errors import ConfigError
 from gasp.export import export
 from gasp.train import train
 from gasp.training.checkpoint import is_complete, list_checkpoints
@@ -111,6 +112,9 @@ def test_fsdp_precision_policy(monkeypatch):
     )
     policy = fsdp_plugin("no").mixed_precision_policy
     assert (policy.param_dtype, policy.reduce_dtype) == (None, None)
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ConfigError, match="fsdp_version: 2"):
+        fsdp_plugin("bf16")
 
 
 @pytest.mark.slow

@@ -43,6 +43,14 @@ def fsdp_plugin(mixed: str):
         return None
     from accelerate.utils import FullyShardedDataParallelPlugin
 
+    from gasp.errors import ConfigError
+
+    if os.environ.get("FSDP_VERSION", "1") != "2":
+        raise ConfigError(
+            "gasp trains with FSDP2 only (FSDP1 cannot flatten a bf16 base with fp32 LoRA and heads): set "
+            "fsdp_version: 2 in the accelerate config, as configs/accelerate/fsdp.yaml does"
+        )
+
     return FullyShardedDataParallelPlugin(mixed_precision_policy=mixed_precision_policy(mixed))
 
 
@@ -82,19 +90,13 @@ def use_fsdp_on_cpu(accelerator, plugin) -> bool:
     """When an FSDP config was launched on CPU processes and accelerate fell back to DDP, switch its
     state to FSDP with ``plugin`` (see the module docstring); returns whether it did.
 
-    Raises:
-        ConfigError: an FSDP1 config (accelerate's FSDP1 path needs accelerator devices).
     """
     from accelerate.utils import DistributedType
-
-    from gasp.errors import ConfigError
 
     if plugin is None or accelerator.distributed_type == DistributedType.FSDP:
         return False
     if accelerator.device.type != "cpu" or accelerator.num_processes < 2:
         return False
-    if plugin.fsdp_version != 2:
-        raise ConfigError("FSDP on CPU processes needs fsdp_version: 2 in the accelerate config")
     from accelerate.state import PartialState
 
     if accelerator.mixed_precision != "no":  # as AcceleratorState does for FSDP on accelerators
