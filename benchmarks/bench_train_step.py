@@ -3,7 +3,8 @@
 Both steps run in one process on the same model, LoRA, optimizer and input (one sequence of F frames):
 forward, backward, clip, AdamW step. The GASP step also hooks every supervised layer, runs the heads and
 both losses (per layer under activation checkpointing, see gasp.training.objective); the LM step passes
-no targets, so heads are idle (their parameters and optimizer state exist in both, as in training).
+no targets and leaves the heads out (``GaspObjective.without_heads``: no gradient, no AdamW update;
+their parameters and optimizer state exist in both).
 
 Default: a mid-size Qwen2.5-VL with 7B-like width ratios (LLM hidden 1024, 8 layers, 8 heads / 2 KV heads,
 MLP 5.3x like Qwen2.5-VL-7B's 18944/3584, d_emb 256, LoRA rank 128), 8 frames of 16x16 tokens.
@@ -25,6 +26,7 @@ Prints one JSON object; ``time_ratio`` and ``peak_total_ratio`` are checked agai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -96,7 +98,8 @@ def _build(args):
     trainable = [p for p in obj.parameters() if p.requires_grad]
 
     def step(geometric: bool) -> None:
-        loss, _ = obj(inputs, positions, targets if geometric else None)
+        with contextlib.nullcontext() if geometric else obj.without_heads():
+            loss, _ = obj(inputs, positions, targets if geometric else None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()

@@ -5,7 +5,8 @@ layers of width 3584, the 32-layer ViT, 152k vocabulary) in bf16 with fp32 LoRA 
 heads on all 28 layers (d_emb 256), F = 16 frames of 24x24 tokens (9,216 visual tokens), it prints:
 
 1. the GASP step (LM + correspondence + depth losses) against the LM-only LoRA step (same model,
-   heads idle), time and peak memory, without and with gradient checkpointing;
+   heads out of the forward: ``GaspObjective.without_heads``), time and peak memory, without and with
+   gradient checkpointing;
 2. the same under FSDP2 on one process (torch ``fully_shard`` with the units and precision policy
    that accelerate's FSDP2 gets in training: ``GaspObjective._no_split_modules``,
    ``gasp.training.sharding.mixed_precision_policy``);
@@ -129,7 +130,8 @@ def _stepper(objective, optimizer, inputs, positions, targets, device: str):
     device_type = torch.device(device).type
 
     def step(geometric: bool) -> None:
-        with torch.autocast(device_type, dtype=torch.bfloat16):
+        lm_only = contextlib.nullcontext() if geometric else objective.without_heads()
+        with lm_only, torch.autocast(device_type, dtype=torch.bfloat16):
             loss, _ = objective(inputs, positions, targets if geometric else None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)

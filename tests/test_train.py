@@ -127,6 +127,11 @@ def test_language_only_batch_skips_heads():
     # ZeRO partitions) then updates them alike (tests/test_train_deepspeed.py compares the tensors).
     grads = [p.grad for p in obj.heads.parameters()]
     assert grads and all(g is not None and not g.any() for g in grads)
+    obj.zero_grad(set_to_none=True)
+    heads = obj.heads
+    with obj.without_heads():  # the benchmarks' LM-only baseline: heads untouched
+        obj(batch.inputs, batch.visual_positions, None)[0].backward()
+    assert obj.heads is heads and all(p.grad is None for p in heads.parameters())
 
 
 def test_language_only_interleaving():

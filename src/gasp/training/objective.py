@@ -193,6 +193,17 @@ class GaspObjective(nn.Module):
         inner = list(getattr(model, "_no_split_modules", None) or [])
         self._no_split_modules = sorted(set(inner) | {CorrespondenceHead.__name__})
 
+    @contextlib.contextmanager
+    def without_heads(self):
+        """The objective as language-only LoRA training has it: no heads in the forward, so they get no
+        gradient at all (benchmarks' LM-only baseline; training keeps them, see :meth:`_idle_heads`)."""
+        heads = self.heads
+        self.heads = None
+        try:
+            yield self
+        finally:
+            self.heads = heads
+
     def _idle_heads(self, like: torch.Tensor) -> torch.Tensor:
         """An exact 0 that depends on every head parameter, for a language-only batch.
 
