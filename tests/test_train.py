@@ -357,3 +357,19 @@ def test_a_launch_that_accelerate_miscounts_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="2 processes were launched but accelerate counts 1"):
         train(debug_config(tmp_path / "data", tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_deepspeed_launch_that_falls_back_to_ddp_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from gasp.errors import ConfigError
+    from gasp.training.sharding import check_deepspeed_ran
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match="without ACCELERATE_USE_CPU=1"):
+        check_deepspeed_ran(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
+    check_deepspeed_ran(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    check_deepspeed_ran(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))

@@ -119,6 +119,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             "config (distributed_type, use_cpu) against this machine's devices"
         )
     sharding.use_fsdp_on_cpu(accelerator, plugin)
+    sharding.check_deepspeed_ran(accelerator)
     with contextlib.ExitStack() as stack:
         refused = [""]
         if accelerator.is_main_process:

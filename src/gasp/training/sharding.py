@@ -86,6 +86,25 @@ def process_group_handlers() -> list:
     return []
 
 
+def check_deepspeed_ran(accelerator) -> None:
+    """Refuse a DeepSpeed config that accelerate did not honour (with ``ACCELERATE_USE_CPU=1`` it runs
+    DDP instead, silently).
+
+    Raises:
+        ConfigError: DeepSpeed was launched and accelerate runs another engine.
+    """
+    from accelerate.utils import DistributedType
+
+    from gasp.errors import ConfigError
+
+    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if launched and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        raise ConfigError(
+            f"a DeepSpeed config was launched but accelerate runs {accelerator.distributed_type}; on CPU "
+            "processes launch it without ACCELERATE_USE_CPU=1 (with it accelerate falls back to DDP)"
+        )
+
+
 def use_fsdp_on_cpu(accelerator, plugin) -> bool:
     """When an FSDP config was launched on CPU processes and accelerate fell back to DDP, switch its
     state to FSDP with ``plugin`` (see the module docstring); returns whether it did.
