@@ -284,7 +284,8 @@ def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _train_and_probe(cfg: DemoConfig, train_dir: Path, heldout_dir: Path) -> tuple[dict, dict]:
     """Stages 2-3 for one seed (``cfg.seed``): (report, probe results by model)."""
     from gasp.data.loader import open_prepared
-    from gasp.probe import heldout_samples, load_model, probe_model
+    from gasp.probe_inputs import heldout_samples, load_model
+    from gasp.probe_layers import probe_model
     from gasp.probe_report import build_report
 
     seconds = {name: train_model(cfg, name, train_dir) for name in cfg.models}
@@ -316,7 +317,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     checks run on every seed and pass only where every seed passes.
     """
     from gasp.models import from_preset
-    from gasp.probe import draw_pictures
+    from gasp.probe_pictures import draw_pictures
     from gasp.probe_report import draw_report, markdown_table
     from gasp.probe_spread import combine_checks, combine_reports
 

@@ -14,7 +14,7 @@ from gasp.data.store_write import write_json_atomic
 from gasp.errors import BadInputError, ConfigError
 
 if TYPE_CHECKING:
-    from gasp.probe import ProbeResult
+    from gasp.probe_layers import ProbeResult
 
 REPORT_FORMAT = "gasp-probe"
 
