@@ -5,7 +5,7 @@ reconstruction points (with outliers) and from multi-view consistency alone."""
 import numpy as np
 import pytest
 
-from gasp.data.annotate import DEFAULT_WINDOW, choose_neighbours
+from gasp.data.annotate_fit import DEFAULT_WINDOW, choose_neighbours
 from gasp.data.depth_align import Frame, apply_fit, consistency_residual, fit_multiview, fit_to_points
 from gasp.data.synthetic import SyntheticScene
 
