@@ -91,7 +91,7 @@ def _build(args, fsdp: bool):
 def _shard(objective, device_type: str) -> None:
     """FSDP2 over this one process (inside ``_one_process_group``): one unit per
     ``_no_split_modules`` class, then the root, with training's precision policy (bf16 compute, fp32
-    reduction and outputs)."""
+    reduction, outputs as computed)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 

@@ -364,7 +364,6 @@ def test_a_deepspeed_launch_that_falls_back_to_ddp_is_refused(monkeypatch):
 
     from accelerate.utils import DistributedType
 
-    from gasp.errors import ConfigError
     from gasp.training.sharding import check_deepspeed_ran
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")

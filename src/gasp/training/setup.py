@@ -38,16 +38,12 @@ def base_dtype(cfg: TrainConfig, mixed: str, device_type: str) -> torch.dtype | 
     return getattr(torch, cfg.base_dtype)
 
 
-def upcast_trainable(module: torch.nn.Module) -> int:
+def upcast_trainable(module: torch.nn.Module) -> None:
     """Keep every trained parameter in float32 (the optimizer's master copy) whatever the base
-    dtype; returns how many were cast. peft already does this for LoRA; ``--finetune full`` on a
-    bf16 base needs it."""
-    cast = 0
+    dtype. peft already does this for LoRA; ``--finetune full`` on a bf16 base needs it."""
     for p in module.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-            cast += 1
-    return cast
 
 
 def prepare_synthetic(cfg: TrainConfig, out: Path) -> Path:

@@ -36,6 +36,11 @@ def fsdp_launched() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
+def deepspeed_launched() -> bool:
+    """Whether `accelerate launch` was given a DeepSpeed config (it exports ACCELERATE_USE_DEEPSPEED)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def fsdp_plugin(mixed: str):
     """accelerate's FSDP plugin for a launched FSDP config (its other settings come from the
     launcher's environment) with gasp's precision policy; None when no FSDP config was launched."""
@@ -79,9 +84,8 @@ def process_group_handlers() -> list:
     """
     from accelerate.utils import InitProcessGroupKwargs
 
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if deepspeed and several and not torch.cuda.is_available():
+    if deepspeed_launched() and several and not torch.cuda.is_available():
         return [InitProcessGroupKwargs(backend="gloo")]
     return []
 
@@ -97,27 +101,23 @@ def check_deepspeed_ran(accelerator) -> None:
 
     from gasp.errors import ConfigError
 
-    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    if launched and accelerator.distributed_type != DistributedType.DEEPSPEED:
+    if deepspeed_launched() and accelerator.distributed_type != DistributedType.DEEPSPEED:
         raise ConfigError(
             f"a DeepSpeed config was launched but accelerate runs {accelerator.distributed_type}; on CPU "
             "processes launch it without ACCELERATE_USE_CPU=1 (with it accelerate falls back to DDP)"
         )
 
 
-def use_fsdp_on_cpu(accelerator, plugin) -> bool:
+def use_fsdp_on_cpu(accelerator, plugin) -> None:
     """When an FSDP config was launched on CPU processes and accelerate fell back to DDP, switch its
-    state to FSDP with ``plugin`` (see the module docstring); returns whether it did.
-
-    """
+    state to FSDP with ``plugin`` (see the module docstring)."""
+    from accelerate.state import PartialState
     from accelerate.utils import DistributedType
 
     if plugin is None or accelerator.distributed_type == DistributedType.FSDP:
-        return False
+        return
     if accelerator.device.type != "cpu" or accelerator.num_processes < 2:
-        return False
-    from accelerate.state import PartialState
-
+        return
     if accelerator.mixed_precision != "no":  # as AcceleratorState does for FSDP on accelerators
         plugin.set_mixed_precision(accelerator.mixed_precision)
     accelerator.state.fsdp_plugin = plugin
@@ -129,7 +129,6 @@ def use_fsdp_on_cpu(accelerator, plugin) -> bool:
             "FSDP config on CPU processes: accelerate 1.15 selects FSDP for accelerator devices only; gasp "
             "switched its state to FSDP2 (gloo)"
         )
-    return True
 
 
 def full_norm(value) -> torch.Tensor | None:
